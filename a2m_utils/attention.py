@@ -1,0 +1,233 @@
+"""Cross-attention capture through diffusers' attention-processor API (Eqs. 1-3).
+
+``capture_attention(unet, ...)`` installs a capturing processor on every
+cross-attention (``attn2``) layer of a ``UNet2DConditionModel`` and restores the
+original processors on exit. At the selected denoising steps the processor computes
+the attention probabilities A(Q, K) = softmax(QK^T / sqrt(d)) explicitly (Eq. 2),
+keeps the conditional half of a classifier-free-guidance batch, averages over heads,
+resizes the map of every layer to one resolution and adds it to a running sum, so
+memory does not grow with the number of steps. At all other steps, and on every
+self-attention layer, the original (fast, fused) processor runs untouched.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+Steps = int | range | Sequence[int] | None
+
+
+def _step_set(steps: Steps) -> frozenset[int] | None:
+    if steps is None:
+        return None
+    chosen = frozenset([steps] if isinstance(steps, int) else steps)
+    if not chosen or min(chosen) < 0:
+        raise ValueError(f"steps must be non-negative step indices, got {steps!r}")
+    return chosen
+
+
+@dataclass
+class AttentionStore:
+    """Running sums of captured attention and a record of the steps they came from.
+
+    ``steps``: the denoising step indices to capture (0 = first step); an int, a range
+    (a window), a sequence, or None for all. ``guidance``: the U-Net batch is
+    [unconditional, conditional] and only the conditional half is kept.
+    """
+
+    steps: Steps = None
+    guidance: bool = True
+    size: tuple[int, int] | None = None
+    self_attention_res: int | None = None
+    forwards_per_step: int = 1
+    step_index: int = -1
+    timestep: int | None = None
+    steps_used: list[tuple[int, int]] = field(default_factory=list)
+    calls: int = 0
+    cross_sum: torch.Tensor | None = None
+    cross_count: int = 0
+    self_sum: torch.Tensor | None = None
+    self_count: int = 0
+    peak_bytes: int = 0
+    _forwards: int = 0
+    _latent_hw: tuple[int, int] = (0, 0)
+
+    def __post_init__(self) -> None:
+        self._chosen = _step_set(self.steps)
+
+    @property
+    def active(self) -> bool:
+        return self._chosen is None or self.step_index in self._chosen
+
+    def on_unet_forward(self, sample: torch.Tensor, timestep) -> None:
+        """Advance the step counter; called by a forward pre-hook on the U-Net."""
+        self.step_index = self._forwards // self.forwards_per_step
+        self._forwards += 1
+        t = torch.as_tensor(timestep).flatten()
+        self.timestep = int(t[0]) if t.numel() else None
+        self._latent_hw = tuple(sample.shape[-2:])
+        if self.active and (not self.steps_used or self.steps_used[-1][0] != self.step_index):
+            self.steps_used.append((self.step_index, self.timestep))
+
+    def layer_hw(self, tokens: int) -> tuple[int, int]:
+        """Spatial size of a layer whose query has ``tokens`` positions."""
+        H, W = self._latent_hw
+        f = math.sqrt(H * W / tokens)
+        h, w = round(H / f), round(W / f)
+        if h * w != tokens:
+            raise ValueError(f"cannot infer the layout of {tokens} query tokens for latents {H}x{W}")
+        return h, w
+
+    def _keep(self, probs: torch.Tensor, heads: int) -> torch.Tensor:
+        """(batch*heads, N, L) -> conditional half, mean over heads: (b, N, L)."""
+        probs = probs.unflatten(0, (-1, heads)).float()
+        if self.guidance:
+            if probs.shape[0] % 2:
+                raise ValueError("guidance=True needs an even batch [unconditional, conditional]")
+            probs = probs[probs.shape[0] // 2:]
+        return probs.mean(1)
+
+    def add_cross(self, probs: torch.Tensor, heads: int) -> None:
+        """Add one layer's cross-attention probabilities (batch*heads, N, L)."""
+        self.calls += 1
+        maps = self._keep(probs, heads)
+        h, w = self.layer_hw(maps.shape[1])
+        maps = maps.transpose(1, 2).unflatten(2, (h, w))
+        size = self.size or self._latent_hw
+        if (h, w) != tuple(size):
+            maps = F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
+        self.cross_sum = maps if self.cross_sum is None else self.cross_sum.add_(maps)
+        self.cross_count += 1
+        self._track(maps)
+
+    def add_self(self, probs: torch.Tensor, heads: int) -> None:
+        """Add one layer's self-attention probabilities (batch*heads, N, N)."""
+        maps = self._keep(probs, heads)
+        self.self_sum = maps if self.self_sum is None else self.self_sum.add_(maps)
+        self.self_count += 1
+        self._track(maps)
+
+    def wants_self(self, tokens: int) -> bool:
+        r = self.self_attention_res
+        return r is not None and self.active and self.layer_hw(tokens) == (r, r)
+
+    def _track(self, transient: torch.Tensor) -> None:
+        held = self.nbytes + (transient.nbytes if transient is not self.cross_sum else 0)
+        self.peak_bytes = max(self.peak_bytes, held)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.nbytes for t in (self.cross_sum, self.self_sum) if t is not None)
+
+    def cross_attention(self) -> torch.Tensor:
+        """Mean cross-attention over layers, heads and selected steps: (batch, tokens, H, W)."""
+        if self.cross_sum is None:
+            raise RuntimeError(
+                f"no cross-attention was captured: steps {self.steps!r} never ran "
+                f"(last step index {self.step_index})"
+            )
+        return self.cross_sum / self.cross_count
+
+    def self_attention(self) -> torch.Tensor:
+        """Mean self-attention at ``self_attention_res``: (batch, N, N), rows sum to 1."""
+        if self.self_sum is None:
+            raise RuntimeError(f"no self-attention at resolution {self.self_attention_res} was captured")
+        return self.self_sum / self.self_count
+
+
+class CaptureProcessor:
+    """Attention processor that records probabilities when its store asks for them.
+
+    Otherwise it defers to the layer's original processor, so uncaptured steps keep
+    the fused kernel. The capturing path follows diffusers' ``AttnProcessor``.
+    """
+
+    def __init__(self, store: AttentionStore, original, cross: bool) -> None:
+        self.store, self.original, self.cross = store, original, cross
+
+    def _capturing(self, tokens: int) -> bool:
+        return self.store.active if self.cross else self.store.wants_self(tokens)
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None,
+                 temb=None, *args, **kwargs):
+        tokens = hidden_states.shape[1] if hidden_states.ndim == 3 else math.prod(hidden_states.shape[2:])
+        if not self._capturing(tokens):
+            return self.original(attn, hidden_states, encoder_hidden_states, attention_mask, temb, *args, **kwargs)
+        residual = hidden_states
+        if attn.spatial_norm is not None:
+            hidden_states = attn.spatial_norm(hidden_states, temb)
+        shape = hidden_states.shape
+        if hidden_states.ndim == 4:
+            hidden_states = hidden_states.flatten(2).transpose(1, 2)
+        batch, seq, _ = hidden_states.shape
+        if attn.group_norm is not None:
+            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+        context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
+        if encoder_hidden_states is not None and attn.norm_cross:
+            context = attn.norm_encoder_hidden_states(context)
+        mask = attn.prepare_attention_mask(attention_mask, context.shape[1], batch)
+        query = attn.head_to_batch_dim(attn.to_q(hidden_states))
+        key = attn.head_to_batch_dim(attn.to_k(context))
+        value = attn.head_to_batch_dim(attn.to_v(context))
+        probs = attn.get_attention_scores(query, key, mask)
+        (self.store.add_cross if self.cross else self.store.add_self)(probs, attn.heads)
+        out = attn.batch_to_head_dim(torch.bmm(probs, value))
+        out = attn.to_out[1](attn.to_out[0](out))
+        if len(shape) == 4:
+            out = out.transpose(1, 2).reshape(shape)
+        if attn.residual_connection:
+            out = out + residual
+        return out / attn.rescale_output_factor
+
+
+def cross_attention_layers(unet) -> list[str]:
+    """Processor names of the U-Net's cross-attention layers."""
+    return [name for name in unet.attn_processors if ".attn2." in name]
+
+
+@contextmanager
+def capture_attention(
+    unet,
+    steps: Steps = None,
+    guidance: bool = True,
+    size: tuple[int, int] | None = None,
+    self_attention_res: int | None = None,
+    forwards_per_step: int = 1,
+) -> Iterator[AttentionStore]:
+    """Capture cross-attention (and optionally self-attention at one resolution) of ``unet``.
+
+    Every U-Net forward pass is one denoising step, or ``forwards_per_step`` passes are.
+    Maps are resized to ``size`` (default: the latent size). Example::
+
+        with capture_attention(unet, steps=50) as store:
+            ...  # sampling loop
+        maps = store.cross_attention()  # (batch, tokens, H, W)
+    """
+    originals = unet.attn_processors
+    if not cross_attention_layers(unet):
+        raise ValueError("this U-Net has no cross-attention (attn2) layers to capture")
+    store = AttentionStore(steps, guidance, size, self_attention_res, forwards_per_step)
+    wrapped = {
+        name: CaptureProcessor(store, proc, cross=".attn2." in name)
+        if ".attn2." in name or (self_attention_res and ".attn1." in name) else proc
+        for name, proc in originals.items()
+    }
+
+    def hook(module, args, kwargs):
+        sample = args[0] if args else kwargs["sample"]
+        timestep = args[1] if len(args) > 1 else kwargs["timestep"]
+        store.on_unet_forward(sample, timestep)
+
+    unet.set_attn_processor(wrapped)
+    handle = unet.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        yield store
+    finally:
+        handle.remove()
+        unet.set_attn_processor(originals)

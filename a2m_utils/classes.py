@@ -1,0 +1,91 @@
+"""Class vocabularies: names, synonyms and the VOC colour palette, in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+IGNORE_INDEX = 255
+
+
+@dataclass(frozen=True)
+class ClassVocab:
+    """Label ids are positions in ``names``; id 0 is the background."""
+
+    names: tuple[str, ...]
+    synonyms: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.names[0] != "background":
+            raise ValueError(f"names[0] must be 'background', got {self.names[0]!r}")
+        unknown = set(self.synonyms) - set(self.names)
+        if unknown:
+            raise ValueError(f"synonyms given for unknown classes: {sorted(unknown)}")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.names)
+
+    def index(self, name: str) -> int:
+        return self.names.index(name)
+
+    def phrases(self, name: str) -> tuple[str, ...]:
+        """The class name and its synonyms, each a phrase of one or more words."""
+        return (name,) + self.synonyms.get(name, ())
+
+
+def voc_palette(n: int = 256) -> np.ndarray:
+    """PASCAL VOC colour map (label id -> RGB), as used by its palette PNGs."""
+    palette = np.zeros((n, 3), dtype=np.uint8)
+    for label in range(n):
+        c, r, g, b = label, 0, 0, 0
+        for shift in range(7, -1, -1):
+            r |= ((c >> 0) & 1) << shift
+            g |= ((c >> 1) & 1) << shift
+            b |= ((c >> 2) & 1) << shift
+            c >>= 3
+        palette[label] = (r, g, b)
+    return palette
+
+
+TOY = ClassVocab(
+    names=("background", "circle", "square", "triangle", "star", "cross"),
+    synonyms={
+        "circle": ("disc", "ring"),
+        "square": ("box",),
+        "triangle": ("wedge",),
+        "star": ("pentagram",),
+        "cross": ("plus",),
+    },
+)
+
+VOC = ClassVocab(
+    names=(
+        "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
+        "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
+        "sheep", "sofa", "train", "tvmonitor",
+    ),
+    synonyms={
+        "aeroplane": ("airplane", "plane", "jet", "aircraft"),
+        "bicycle": ("bike", "cycle"),
+        "bird": ("parrot", "duck", "pigeon", "seagull"),
+        "boat": ("ship", "sailboat", "kayak", "canoe"),
+        "bottle": ("wine bottle", "water bottle"),
+        "bus": ("double decker",),
+        "car": ("taxi", "sedan", "suv"),
+        "cat": ("kitten", "kitty"),
+        "chair": ("bench", "stool"),
+        "cow": ("cattle", "bull", "calf", "ox"),
+        "diningtable": ("dining table", "table", "desk"),
+        "dog": ("puppy", "pup"),
+        "horse": ("pony", "foal"),
+        "motorbike": ("motorcycle", "scooter", "moped"),
+        "person": ("man", "woman", "people", "boy", "girl", "child", "kid", "player", "guy", "lady"),
+        "pottedplant": ("potted plant", "house plant", "plant", "flower pot"),
+        "sheep": ("lamb", "ram"),
+        "sofa": ("couch",),
+        "train": ("locomotive", "tram", "subway"),
+        "tvmonitor": ("tv", "television", "monitor", "computer screen"),
+    },
+)

@@ -1,0 +1,170 @@
+"""Train the toy text-to-image model from scratch on rendered toy-world images.
+
+DDPM epsilon loss, AdamW with warm-up and cosine decay, EMA of the weights, caption
+dropout (the empty prompt, for classifier-free guidance and null-text inversion).
+Every batch is rendered from seeds fixed by (seed, step), and every random draw of a
+step comes from a generator seeded the same way, so a run resumed from a checkpoint
+continues exactly as an uninterrupted one. Held-out attention quality
+(``attention_probe``) is logged as training goes; the EMA weights that score best are
+exported as the model folder.
+
+    python -m a2m_utils.train_toy --out models/toy-t2i --run runs/toy --steps 6000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers.optimization import get_cosine_schedule_with_warmup
+from diffusers.training_utils import EMAModel
+from tqdm.auto import tqdm
+
+from . import toyworld
+from .attention_probe import rendered_attention_scores
+from .images import to_tensor
+from .toymodel import ToyModel
+
+VAL_SEED0 = 10**9  # held-out seeds for model selection; training seeds stay below
+TRAIN_SEED_STRIDE = 10**6
+
+
+def batch(seed: int, step: int, size: int, p_uncond: float) -> tuple[torch.Tensor, list[str]]:
+    """The rendered images and captions of one step; captions dropped to "" with ``p_uncond``."""
+    rng = np.random.default_rng([seed, step])
+    base = seed * TRAIN_SEED_STRIDE + step * size
+    samples = [toyworld.make_sample(base + i) for i in range(size)]
+    captions = [("" if rng.random() < p_uncond else s.caption) for s in samples]
+    return to_tensor(np.stack([s.image for s in samples])), captions
+
+
+def _save_atomic(obj: dict, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+class Trainer:
+    def __init__(self, run: Path, out: Path, steps: int, seed: int, batch_size: int, lr: float,
+                 p_uncond: float, ema_decay: float, warmup: int) -> None:
+        self.run, self.out, self.steps, self.seed = run, out, steps, seed
+        self.batch_size, self.p_uncond = batch_size, p_uncond
+        self.model = ToyModel.new(seed)
+        self.params = [*self.model.unet.parameters(), *self.model.text_encoder.parameters()]
+        self.opt = torch.optim.AdamW(self.params, lr=lr, weight_decay=1e-2)
+        self.sched = get_cosine_schedule_with_warmup(self.opt, warmup, steps)
+        self.ema = EMAModel(self.params, decay=ema_decay)
+        self.step, self.best = 0, -1.0
+        run.mkdir(parents=True, exist_ok=True)
+        self.ckpt, self.log = run / "checkpoint.pt", run / "log.jsonl"
+        if self.ckpt.exists():
+            self._resume()
+
+    def _resume(self) -> None:
+        state = torch.load(self.ckpt, weights_only=False)
+        if state["config"] != self.config:
+            raise ValueError(f"{self.ckpt} was made with {state['config']}, not {self.config}")
+        self.model.unet.load_state_dict(state["unet"])
+        self.model.text_encoder.load_state_dict(state["text_encoder"])
+        self.opt.load_state_dict(state["opt"])
+        self.sched.load_state_dict(state["sched"])
+        self.ema.load_state_dict(state["ema"])
+        self.step, self.best = state["step"], state["best"]
+
+    @property
+    def config(self) -> dict:
+        return {"steps": self.steps, "seed": self.seed, "batch_size": self.batch_size,
+                "p_uncond": self.p_uncond, "lr": self.opt.defaults["lr"]}
+
+    def checkpoint(self) -> None:
+        _save_atomic({
+            "config": self.config, "step": self.step, "best": self.best,
+            "unet": self.model.unet.state_dict(), "text_encoder": self.model.text_encoder.state_dict(),
+            "opt": self.opt.state_dict(), "sched": self.sched.state_dict(), "ema": self.ema.state_dict(),
+        }, self.ckpt)
+
+    def train_step(self) -> float:
+        x0, captions = batch(self.seed, self.step, self.batch_size, self.p_uncond)
+        gen = torch.Generator().manual_seed(self.seed * TRAIN_SEED_STRIDE + self.step)
+        noise = torch.randn(x0.shape, generator=gen)
+        t = torch.randint(0, self.model.scheduler.config.num_train_timesteps, (len(x0),), generator=gen)
+        pred = self.model.unet(self.model.scheduler.add_noise(x0, noise, t), t, self.model.encode(captions)).sample
+        loss = F.mse_loss(pred, noise)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+        self.opt.step()
+        self.sched.step()
+        self.ema.step(self.params)
+        self.step += 1
+        return float(loss)
+
+    def evaluate(self, n_images: int) -> dict:
+        """Held-out attention mIoU of the EMA weights; exports them when they are the best so far."""
+        self.ema.store(self.params)
+        self.ema.copy_to(self.params)
+        seeds = list(range(VAL_SEED0, VAL_SEED0 + n_images))
+        with torch.no_grad():
+            cls = rendered_attention_scores(self.model, seeds, timesteps=(300, 500))
+            att = rendered_attention_scores(self.model, seeds, timesteps=(300, 500), attributes=True)
+        result = {"val_miou": cls["miou"], "val_miou_attributes": att["miou"],
+                  "val_iou": [round(float(v), 4) for v in cls["iou"]]}
+        if cls["miou"] > self.best:
+            self.best = cls["miou"]
+            self.model.save(self.out)
+            (self.out / "training.json").write_text(json.dumps({**self.config, "step": self.step, **result}, indent=1))
+            result["exported"] = True
+        self.ema.restore(self.params)
+        return result
+
+    def fit(self, eval_every: int, ckpt_every: int, n_val: int) -> None:
+        t0, done0 = time.time(), self.step
+        bar = tqdm(total=self.steps, initial=self.step, desc="toy model", smoothing=0.05)
+        with self.log.open("a") as log:
+            while self.step < self.steps:
+                loss = self.train_step()
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.4f}")
+                record = {"step": self.step, "loss": round(loss, 5), "lr": self.sched.get_last_lr()[0]}
+                if self.step % eval_every == 0 or self.step == self.steps:
+                    record |= self.evaluate(n_val)
+                    record["images_per_s"] = (self.step - done0) * self.batch_size / (time.time() - t0)
+                if self.step % ckpt_every == 0 or self.step == self.steps or "val_miou" in record:
+                    self.checkpoint()
+                record["wall_s"] = round(time.time() - t0, 1)
+                if "val_miou" in record or self.step % 50 == 0:
+                    log.write(json.dumps(record) + "\n")
+                    log.flush()
+        bar.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out", type=Path, default=Path("models/toy-t2i"), help="exported model folder")
+    p.add_argument("--run", type=Path, default=Path("runs/toy"), help="checkpoint and log folder")
+    p.add_argument("--steps", type=int, default=6000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=8e-4)
+    p.add_argument("--p-uncond", type=float, default=0.1)
+    p.add_argument("--ema-decay", type=float, default=0.999)
+    p.add_argument("--warmup", type=int, default=200)
+    p.add_argument("--eval-every", type=int, default=250)
+    p.add_argument("--ckpt-every", type=int, default=50)
+    p.add_argument("--n-val", type=int, default=64)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    a = p.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    trainer = Trainer(a.run, a.out, a.steps, a.seed, a.batch_size, a.lr, a.p_uncond, a.ema_decay, a.warmup)
+    trainer.fit(a.eval_every, a.ckpt_every, a.n_val)
+
+
+if __name__ == "__main__":
+    main()
