@@ -74,9 +74,9 @@ def label_threshold(maps: np.ndarray, class_ids: Sequence[int], theta: float = 1
 
 
 def label_otsu(maps: np.ndarray, class_ids: Sequence[int]) -> np.ndarray:
-    """Foreground where the strongest class map exceeds Otsu's threshold of its histogram."""
-    peak = maps.max(0)
-    theta = threshold_otsu(peak) if np.ptp(peak) > 0 else np.inf
+    """Foreground where the strongest class map, on the [0, 255] scale, exceeds its Otsu threshold."""
+    peak = np.round(maps.max(0) * 255).astype(np.uint8)
+    theta = threshold_otsu(peak) if np.ptp(peak) > 0 else 255
     return np.where(peak > theta, _to_ids(maps.argmax(0) + 1, class_ids), 0).astype(np.uint8)
 
 

@@ -103,7 +103,7 @@ class Trainer:
         self.sched.step()
         self.ema.step(self.params)
         self.step += 1
-        return float(loss)
+        return loss.item()
 
     def evaluate(self, n_images: int) -> dict:
         """Held-out attention mIoU of the EMA weights; exports them when they are the best so far."""

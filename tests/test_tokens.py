@@ -1,0 +1,86 @@
+import json
+
+import pytest
+from transformers import CLIPTokenizer, CLIPTokenizerFast
+
+from a2m_utils.classes import TOY, VOC
+from a2m_utils.toymodel import build_tokenizer
+from a2m_utils.toyworld import COLOURS
+from a2m_utils.tokens import NoClassInPromptError, class_positions, map_prompts, words
+
+WORDS = ["a", "photo", "of", "an", "and", "puppy", "dog", "next", "to", "another", "potted", "plant", "cat"]
+
+
+@pytest.fixture(scope="module", params=[CLIPTokenizer, CLIPTokenizerFast])
+def clip(request, tmp_path_factory):
+    """A CLIP BPE tokenizer built offline: 'aeroplane' becomes the two tokens 'aero' + 'plane</w>'."""
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    vocab = [*letters, *(c + "</w>" for c in letters), ",</w>"]
+    merges = []
+    for word in ["aero", "plane", *WORDS]:
+        pieces = list(word[:-1]) + [word[-1] + ("" if word == "aero" else "</w>")]
+        while len(pieces) > 1:
+            merges.append(f"{pieces[0]} {pieces[1]}")
+            pieces = [pieces[0] + pieces[1], *pieces[2:]]
+            vocab.append(pieces[0])
+    vocab = list(dict.fromkeys([*vocab, "<|startoftext|>", "<|endoftext|>"]))
+    d = tmp_path_factory.mktemp("clip")
+    (d / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}))
+    (d / "merges.txt").write_text("#version: 0.2\n" + "\n".join(dict.fromkeys(merges)) + "\n")
+    return request.param(str(d / "vocab.json"), str(d / "merges.txt"))
+
+
+def test_clip_multi_token_word_and_repeated_synonyms(clip):
+    prompt = "a photo of an aeroplane and a puppy next to a dog and another puppy"
+    ids = clip(prompt).input_ids
+    tokens = clip.convert_ids_to_tokens(ids)
+    assert tokens[5:7] == ["aero", "plane</w>"]  # the multi-token class word
+    pos = class_positions(prompt, clip, VOC)
+    assert pos == {"aeroplane": [5, 6], "dog": [9, 13, 16]}
+    assert [tokens[i] for i in pos["dog"]] == ["puppy</w>", "dog</w>", "puppy</w>"]
+
+
+def test_longest_phrase_wins(clip):
+    pos = class_positions("a potted plant and a cat", clip, VOC)
+    assert pos == {"cat": [6], "pottedplant": [2, 3]}
+
+
+def test_word_positions_follow_the_tokenizer(clip):
+    ws = words("an aeroplane, a dog", clip)
+    assert [(w.text, w.start, w.stop) for w in ws] == [("an", 1, 2), ("aeroplane", 2, 4), (",", 4, 5),
+                                                       ("a", 5, 6), ("dog", 6, 7)]
+
+
+def test_toy_tokenizer_synonyms_attributes_and_background_word():
+    tok = build_tokenizer()
+    prompt = "a photo of a red circle and a blue disc with a background"
+    ids = tok(prompt).input_ids
+    pos = class_positions(prompt, tok, TOY)
+    assert pos == {"circle": [6, 10]}
+    assert tok.convert_ids_to_tokens([ids[6], ids[10]]) == ["circle", "disc"]
+    with_colour = class_positions(prompt, tok, TOY, attributes=COLOURS)
+    assert with_colour == {"circle": [5, 6, 9, 10]}
+
+
+def test_plural_mentions():
+    tok = build_tokenizer(["two", "red", "circles", "and", "a", "box"])
+    assert class_positions("two red circles and a box", tok, TOY) == {"circle": [3], "square": [6]}
+
+
+def test_prompt_naming_no_class_is_an_error_or_skipped():
+    tok = build_tokenizer()
+    with pytest.raises(NoClassInPromptError, match="'a photo of a red background'"):
+        class_positions("a photo of a red background", tok, TOY)
+    with pytest.raises(NoClassInPromptError, match=r"does not name \['star'\]"):
+        class_positions("a red circle", tok, TOY, expected=["circle", "star"])
+    out, skipped = map_prompts(["a red circle", "a photo of a background"], tok, TOY, skip_unknown=True)
+    assert out == [{"circle": [3]}, None] and skipped == ["a photo of a background"]
+    with pytest.raises(NoClassInPromptError):
+        map_prompts(["a photo of a background"], tok, TOY)
+
+
+def test_positions_past_the_length_limit_are_dropped():
+    tok = build_tokenizer()
+    long = "a photo of " + ", ".join(["a red circle"] * 10)
+    pos = class_positions(long, tok, TOY)["circle"]
+    assert pos and max(pos) < tok.model_max_length - 1

@@ -1,0 +1,45 @@
+import json
+
+import pytest
+import torch
+
+from a2m_utils.toymodel import ToyModel
+from a2m_utils.train_toy import Trainer, batch
+
+
+def make(tmp_path, name, steps=4):
+    return Trainer(tmp_path / name, tmp_path / f"{name}-model", steps=steps, seed=3, batch_size=2, lr=1e-3,
+                   p_uncond=0.5, ema_decay=0.9, warmup=1)
+
+
+def test_batches_are_fixed_by_seed_and_step():
+    a, b = batch(0, 5, 4, 0.5), batch(0, 5, 4, 0.5)
+    assert torch.equal(a[0], b[0]) and a[1] == b[1]
+    assert not torch.equal(a[0], batch(0, 6, 4, 0.5)[0])
+
+
+def test_resume_matches_an_uninterrupted_run(tmp_path):
+    straight = make(tmp_path, "a")
+    straight.fit(eval_every=100, ckpt_every=100, n_val=2)
+    interrupted = make(tmp_path, "b")
+    interrupted.train_step(), interrupted.train_step()
+    interrupted.checkpoint()
+    resumed = make(tmp_path, "b")
+    assert resumed.step == 2
+    resumed.fit(eval_every=100, ckpt_every=100, n_val=2)
+    for k, v in straight.model.unet.state_dict().items():
+        assert torch.equal(v, resumed.model.unet.state_dict()[k]), k
+    log = [json.loads(line) for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["step"] == 4 and "val_miou" in log[-1]
+
+
+def test_export_loads_and_resume_checks_settings(tmp_path):
+    t = make(tmp_path, "c", steps=1)
+    t.fit(eval_every=1, ckpt_every=1, n_val=2)
+    model = ToyModel.load(tmp_path / "c-model")
+    assert json.loads((tmp_path / "c-model" / "training.json").read_text())["step"] == 1
+    assert model.encode(["a red circle"]).shape[:2] == (1, 24)
+    with pytest.raises(ValueError, match="was made with"):
+        make(tmp_path, "c", steps=2)
+    with pytest.raises(FileNotFoundError, match="not a toy model folder"):
+        ToyModel.load(tmp_path)
