@@ -1,11 +1,9 @@
 """The toy world's text-to-image model: a pixel-space diffusers U-Net with cross-attention
-and a small CLIP text encoder over a word-level tokenizer, saved like a diffusers pipeline
-(``unet/``, ``text_encoder/``, ``tokenizer/``, ``scheduler/``: config + safetensors)."""
+and a small CLIP text encoder over a word-level tokenizer. Saved like a diffusers pipeline
+(``unet/``, ``text_encoder/``, ``tokenizer/``, ``scheduler/``: config + safetensors) by
+``Backend.save`` and loaded by ``backends.load_toy``."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from diffusers import DDPMScheduler, UNet2DConditionModel
@@ -13,11 +11,11 @@ from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processor
 from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerFast
 
 from . import toyworld
+from .backends import Backend
 
 IMAGE_SIZE = 32
 MAX_TOKENS = 24
 SPECIALS = ("[PAD]", "[BOS]", "[EOS]", "[UNK]")
-DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "toy-t2i"
 
 
 def build_tokenizer(words: list[str] | None = None) -> PreTrainedTokenizerFast:
@@ -61,41 +59,8 @@ def build_scheduler() -> DDPMScheduler:
     return DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", clip_sample=True)
 
 
-@dataclass
-class ToyModel:
-    unet: UNet2DConditionModel
-    text_encoder: CLIPTextModel
-    tokenizer: PreTrainedTokenizerFast
-    scheduler: DDPMScheduler
-
-    @classmethod
-    def new(cls, seed: int = 0) -> "ToyModel":
-        torch.manual_seed(seed)
-        tokenizer = build_tokenizer()
-        return cls(build_unet(), build_text_encoder(len(tokenizer)), tokenizer, build_scheduler())
-
-    @classmethod
-    def load(cls, path: str | Path = DEFAULT_MODEL) -> "ToyModel":
-        path = Path(path)
-        missing = [p for p in ("unet", "text_encoder", "tokenizer", "scheduler") if not (path / p).is_dir()]
-        if missing:
-            raise FileNotFoundError(f"{path} is not a toy model folder: missing {missing}")
-        return cls(
-            UNet2DConditionModel.from_pretrained(path / "unet"),
-            CLIPTextModel.from_pretrained(path / "text_encoder"),
-            PreTrainedTokenizerFast.from_pretrained(path / "tokenizer"),
-            DDPMScheduler.from_pretrained(path / "scheduler"),
-        )
-
-    def save(self, path: str | Path) -> None:
-        path = Path(path)
-        self.unet.save_pretrained(path / "unet")
-        self.text_encoder.save_pretrained(path / "text_encoder")
-        self.tokenizer.save_pretrained(path / "tokenizer")
-        self.scheduler.save_pretrained(path / "scheduler")
-
-    def encode(self, prompts: list[str]) -> torch.Tensor:
-        """Text embeddings (batch, MAX_TOKENS, width)."""
-        ids = self.tokenizer(prompts, padding="max_length", truncation=True, max_length=MAX_TOKENS,
-                             return_tensors="pt").input_ids
-        return self.text_encoder(ids.to(self.text_encoder.device))[0]
+def new_toy(seed: int = 0) -> Backend:
+    """A randomly initialised toy model (seeded)."""
+    torch.manual_seed(seed)
+    tokenizer = build_tokenizer()
+    return Backend(build_unet(), build_text_encoder(len(tokenizer)), tokenizer, build_scheduler(), name="toy")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from tqdm.auto import tqdm
 from . import toyworld
 from .attention_probe import rendered_attention_scores
 from .images import to_tensor
-from .toymodel import ToyModel
+from .toymodel import new_toy
 
 VAL_SEED0 = 10**9  # held-out seeds for model selection; training seeds stay below
 TRAIN_SEED_STRIDE = 10**6
@@ -55,7 +56,7 @@ class Trainer:
                  p_uncond: float, ema_decay: float, warmup: int) -> None:
         self.run, self.out, self.steps, self.seed = run, out, steps, seed
         self.batch_size, self.p_uncond = batch_size, p_uncond
-        self.model = ToyModel.new(seed)
+        self.model = new_toy(seed)
         self.params = [*self.model.unet.parameters(), *self.model.text_encoder.parameters()]
         self.opt = torch.optim.AdamW(self.params, lr=lr, weight_decay=1e-2)
         self.sched = get_cosine_schedule_with_warmup(self.opt, warmup, steps)
@@ -162,6 +163,9 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
+    a.run.mkdir(parents=True, exist_ok=True)
+    with (a.run / "command.txt").open("a") as f:
+        f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} python -m a2m_utils.train_toy {' '.join(argv or sys.argv[1:])}\n")
     trainer = Trainer(a.run, a.out, a.steps, a.seed, a.batch_size, a.lr, a.p_uncond, a.ema_decay, a.warmup)
     trainer.fit(a.eval_every, a.ckpt_every, a.n_val)
 

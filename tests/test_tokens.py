@@ -1,33 +1,15 @@
-import json
-
 import pytest
 from transformers import CLIPTokenizer, CLIPTokenizerFast
 
 from a2m_utils.classes import TOY, VOC
+from conftest import clip_tokenizer
 from a2m_utils.toymodel import build_tokenizer
 from a2m_utils.toyworld import COLOURS
 from a2m_utils.tokens import NoClassInPromptError, class_positions, map_prompts, words
 
-WORDS = ["a", "photo", "of", "an", "and", "puppy", "dog", "next", "to", "another", "potted", "plant", "cat"]
-
-
 @pytest.fixture(scope="module", params=[CLIPTokenizer, CLIPTokenizerFast])
 def clip(request, tmp_path_factory):
-    """A CLIP BPE tokenizer built offline: 'aeroplane' becomes the two tokens 'aero' + 'plane</w>'."""
-    letters = "abcdefghijklmnopqrstuvwxyz"
-    vocab = [*letters, *(c + "</w>" for c in letters), ",</w>"]
-    merges = []
-    for word in ["aero", "plane", *WORDS]:
-        pieces = list(word[:-1]) + [word[-1] + ("" if word == "aero" else "</w>")]
-        while len(pieces) > 1:
-            merges.append(f"{pieces[0]} {pieces[1]}")
-            pieces = [pieces[0] + pieces[1], *pieces[2:]]
-            vocab.append(pieces[0])
-    vocab = list(dict.fromkeys([*vocab, "<|startoftext|>", "<|endoftext|>"]))
-    d = tmp_path_factory.mktemp("clip")
-    (d / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}))
-    (d / "merges.txt").write_text("#version: 0.2\n" + "\n".join(dict.fromkeys(merges)) + "\n")
-    return request.param(str(d / "vocab.json"), str(d / "merges.txt"))
+    return clip_tokenizer(tmp_path_factory.mktemp("clip"), request.param)
 
 
 def test_clip_multi_token_word_and_repeated_synonyms(clip):

@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from a2m_utils.toymodel import ToyModel
+from a2m_utils.backends import load_toy
 from a2m_utils.train_toy import Trainer, batch
 
 
@@ -36,10 +36,10 @@ def test_resume_matches_an_uninterrupted_run(tmp_path):
 def test_export_loads_and_resume_checks_settings(tmp_path):
     t = make(tmp_path, "c", steps=1)
     t.fit(eval_every=1, ckpt_every=1, n_val=2)
-    model = ToyModel.load(tmp_path / "c-model")
+    model = load_toy(tmp_path / "c-model")
     assert json.loads((tmp_path / "c-model" / "training.json").read_text())["step"] == 1
     assert model.encode(["a red circle"]).shape[:2] == (1, 24)
     with pytest.raises(ValueError, match="was made with"):
         make(tmp_path, "c", steps=2)
     with pytest.raises(FileNotFoundError, match="not a toy model folder"):
-        ToyModel.load(tmp_path)
+        load_toy(tmp_path)
