@@ -50,8 +50,8 @@ class AttentionStore:
     timestep: int | None = None
     steps_used: list[tuple[int, int]] = field(default_factory=list)
     calls: int = 0
-    cross_sum: torch.Tensor | None = None
-    cross_count: int = 0
+    cross_sums: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict)
+    cross_counts: dict[tuple[int, int], int] = field(default_factory=dict)
     self_sum: torch.Tensor | None = None
     self_count: int = 0
     peak_bytes: int = 0
@@ -94,16 +94,19 @@ class AttentionStore:
         return probs.mean(1)
 
     def add_cross(self, probs: torch.Tensor, heads: int) -> None:
-        """Add one layer's cross-attention probabilities (batch*heads, N, L)."""
+        """Add one layer's cross-attention probabilities (batch*heads, N, L), summed per layer resolution."""
         self.calls += 1
         maps = self._keep(probs, heads)
-        h, w = self.layer_hw(maps.shape[1])
-        maps = maps.transpose(1, 2).unflatten(2, (h, w))
+        hw = self.layer_hw(maps.shape[1])
+        maps = maps.transpose(1, 2).unflatten(2, hw)
         size = self.size or self._latent_hw
-        if (h, w) != tuple(size):
+        if hw != tuple(size):
             maps = F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
-        self.cross_sum = maps if self.cross_sum is None else self.cross_sum.add_(maps)
-        self.cross_count += 1
+        if hw in self.cross_sums:
+            self.cross_sums[hw].add_(maps)
+        else:
+            self.cross_sums[hw] = maps
+        self.cross_counts[hw] = self.cross_counts.get(hw, 0) + 1
         self._track(maps)
 
     def add_self(self, probs: torch.Tensor, heads: int) -> None:
@@ -118,21 +121,30 @@ class AttentionStore:
         return r is not None and self.active and self.layer_hw(tokens) == (r, r)
 
     def _track(self, transient: torch.Tensor) -> None:
-        held = self.nbytes + (transient.nbytes if transient is not self.cross_sum else 0)
+        held = self.nbytes + (0 if any(transient is t for t in self.cross_sums.values()) else transient.nbytes)
         self.peak_bytes = max(self.peak_bytes, held)
 
     @property
     def nbytes(self) -> int:
-        return sum(t.nbytes for t in (self.cross_sum, self.self_sum) if t is not None)
+        held = [*self.cross_sums.values(), *([self.self_sum] if self.self_sum is not None else [])]
+        return sum(t.nbytes for t in held)
 
-    def cross_attention(self) -> torch.Tensor:
-        """Mean cross-attention over layers, heads and selected steps: (batch, tokens, H, W)."""
-        if self.cross_sum is None:
+    @property
+    def resolutions(self) -> list[tuple[int, int]]:
+        """The layer resolutions captured, largest first."""
+        return sorted(self.cross_sums, reverse=True)
+
+    def cross_attention(self, resolution: tuple[int, int] | None = None) -> torch.Tensor:
+        """Mean cross-attention over heads, selected steps and the layers of all resolutions
+        (or of one ``resolution``), each resized to one size: (batch, tokens, H, W)."""
+        if not self.cross_sums:
             raise RuntimeError(
                 f"no cross-attention was captured: steps {self.steps!r} never ran "
                 f"(last step index {self.step_index})"
             )
-        return self.cross_sum / self.cross_count
+        if resolution is not None:
+            return self.cross_sums[tuple(resolution)] / self.cross_counts[tuple(resolution)]
+        return sum(self.cross_sums.values()) / sum(self.cross_counts.values())
 
     def self_attention(self) -> torch.Tensor:
         """Mean self-attention at ``self_attention_res``: (batch, N, N), rows sum to 1."""

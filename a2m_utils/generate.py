@@ -44,6 +44,36 @@ def sampler(backend: Backend, name: str, num_steps: int):
 
 
 @torch.no_grad()
+def sample(
+    backend: Backend,
+    prompts: Sequence[str],
+    seeds: Sequence[int],
+    num_steps: int = PAPER_STEPS,
+    guidance_scale: float = 7.5,
+    sampler_name: str = "ddpm",
+) -> torch.Tensor:
+    """The sampling loop alone: images in [-1, 1], (B, 3, H, W)."""
+    if len(prompts) != len(seeds):
+        raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
+    sched = sampler(backend, sampler_name, num_steps)
+    gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
+    latents = torch.stack([torch.randn(backend.latent_shape, generator=g) for g in gens]).to(backend.device)
+    latents = latents * sched.init_noise_sigma
+    guided = guidance_scale != 1.0
+    context = backend.encode(list(prompts))
+    if guided:
+        context = torch.cat([backend.encode([""] * len(prompts)), context])
+    context = context.to(backend.unet.dtype)
+    for t in sched.timesteps:
+        x = torch.cat([latents] * 2) if guided else latents
+        eps = backend.unet(sched.scale_model_input(x, t).to(backend.unet.dtype), t, context).sample.float()
+        if guided:
+            uncond, cond = eps.chunk(2)
+            eps = uncond + guidance_scale * (cond - uncond)
+        latents = sched.step(eps, t, latents, generator=gens).prev_sample
+    return backend.decode(latents)
+
+
 def generate(
     backend: Backend,
     prompts: Sequence[str],
@@ -55,30 +85,11 @@ def generate(
     self_attention_res: int | None = None,
 ) -> Generation:
     """Images and captured cross-attention for a batch of prompts, one seed each."""
-    if len(prompts) != len(seeds):
-        raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
-    sched = sampler(backend, sampler_name, num_steps)
-    device = backend.device
-    gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
-    latents = torch.stack([torch.randn(backend.latent_shape, generator=g) for g in gens]).to(device)
-    latents = latents * sched.init_noise_sigma
-    guided = guidance_scale != 1.0
-    context = backend.encode(list(prompts))
-    if guided:
-        context = torch.cat([backend.encode([""] * len(prompts)), context])
-    context = context.to(backend.unet.dtype)
-    with capture_attention(backend.unet, steps=capture_steps, guidance=guided,
+    with capture_attention(backend.unet, steps=capture_steps, guidance=guidance_scale != 1.0,
                            self_attention_res=self_attention_res) as store:
-        for t in sched.timesteps:
-            x = torch.cat([latents] * 2) if guided else latents
-            eps = backend.unet(sched.scale_model_input(x, t).to(backend.unet.dtype), t, context).sample.float()
-            if guided:
-                uncond, cond = eps.chunk(2)
-                eps = uncond + guidance_scale * (cond - uncond)
-            latents = sched.step(eps, t, latents, generator=gens).prev_sample
-    images = to_uint8(backend.decode(latents))
+        images = sample(backend, prompts, seeds, num_steps, guidance_scale, sampler_name)
     return Generation(
-        images=images,
+        images=to_uint8(images),
         attention=store.cross_attention().cpu().numpy(),
         prompts=list(prompts),
         seeds=[int(s) for s in seeds],

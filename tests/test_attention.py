@@ -153,3 +153,15 @@ def test_bad_input(unet):
         with torch.no_grad(), capture_attention(unet, steps=5, guidance=False) as store:
             unet(*inputs(unet)[:1], 1, inputs(unet)[1])
         store.cross_attention()
+
+
+def test_maps_by_layer_resolution(unet):
+    x, ctx = inputs(unet)
+    with torch.no_grad(), capture_attention(unet, guidance=False) as store:
+        unet(x, 10, ctx)
+    res = store.resolutions
+    assert len(res) >= 2 and res[0] == max(res)
+    weights = {r: store.cross_counts[r] for r in res}
+    mean = sum(store.cross_attention(r) * weights[r] for r in res) / sum(weights.values())
+    torch.testing.assert_close(mean, store.cross_attention())
+    assert not torch.allclose(store.cross_attention(res[0]), store.cross_attention(res[-1]), atol=1e-4)

@@ -37,7 +37,7 @@ def test_toy_same_seed_same_image_and_maps():
     c = generate(b, ["a red circle", "a blue star and a green box"], [1, 2], num_steps=6, capture_steps=3)
     assert a.images.shape == (2, 32, 32, 3) and a.attention.shape == (2, 24, 32, 32)
     assert np.array_equal(a.images, c.images) and np.array_equal(a.attention, c.attention)
-    assert a.steps_used == [(3, int(b.scheduler.timesteps[0]) and a.steps_used[0][1])]
+    assert [i for i, _ in a.steps_used] == [3]
     other = generate(b, ["a red circle"], [3], num_steps=6, capture_steps=3)
     assert not np.array_equal(other.images[0], a.images[0])
 
