@@ -13,16 +13,17 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from . import masks, toyworld
+from . import toyworld
 from .attention import capture_attention
 from .classes import TOY
 from .images import to_tensor
 from .metrics import confusion_matrix, scores
-from .tokens import class_positions
+from .pipeline import build_pseudo_mask
 
 
 def attention_labels(model, samples: Sequence[toyworld.ToySample], timesteps: Sequence[int], seed: int,
-                     beta: float, method: str, attributes: bool) -> list[np.ndarray]:
+                     beta: float, method: str, attributes: bool,
+                     resolution: tuple[int, int] | None = None) -> list[np.ndarray]:
     """Pseudo-masks of rendered samples from one forward pass per timestep."""
     x0 = to_tensor(np.stack([s.image for s in samples]))
     captions = [s.caption for s in samples]
@@ -33,25 +34,23 @@ def attention_labels(model, samples: Sequence[toyworld.ToySample], timesteps: Se
         for t in timesteps:
             tt = torch.full((len(samples),), int(t), dtype=torch.long)
             model.unet(model.scheduler.add_noise(x0, noise, tt), tt, context)
-    attn = store.cross_attention().numpy()
-    labels = []
-    for sample, a in zip(samples, attn):
-        pos = class_positions(sample.caption, model.tokenizer, TOY, expected=sample.scene.classes,
-                              attributes=toyworld.COLOURS if attributes else ())
-        maps = masks.normalize(masks.class_maps(a, pos))
-        ids = [TOY.index(n) for n in pos]
-        labels.append(masks.pseudo_mask(maps, ids, method, image=sample.image, beta=beta))
-    return labels
+    return [
+        build_pseudo_mask(a, s.caption, s.image, model.tokenizer, TOY, method, beta,
+                          attributes=toyworld.COLOURS if attributes else (), expected=s.scene.classes).label
+        for s, a in zip(samples, store.cross_attention(resolution).numpy())
+    ]
 
 
 def rendered_attention_scores(model, seeds: Sequence[int], timesteps: Sequence[int] = (500,),
                               beta: float = 0.2, method: str = "dcrf", attributes: bool = False,
-                              batch_size: int = 32, domain: str = "source") -> dict:
-    """Per-class IoU, mIoU and pixel accuracy of attention pseudo-masks on rendered images."""
+                              batch_size: int = 32, domain: str = "source",
+                              resolution: tuple[int, int] | None = None) -> dict:
+    """Per-class IoU, mIoU and pixel accuracy of attention pseudo-masks on rendered images
+    (maps of all layers, or of the layers at one ``resolution``)."""
     conf = np.zeros((TOY.num_classes, TOY.num_classes), dtype=np.int64)
     for i in range(0, len(seeds), batch_size):
         samples = [toyworld.make_sample(s, domain=domain) for s in seeds[i:i + batch_size]]
-        labels = attention_labels(model, samples, timesteps, seeds[i], beta, method, attributes)
+        labels = attention_labels(model, samples, timesteps, seeds[i], beta, method, attributes, resolution)
         for sample, label in zip(samples, labels):
             conf += confusion_matrix(label, sample.label, TOY.num_classes)
     return scores(conf)

@@ -9,11 +9,13 @@ seed gives the same image and maps.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler
+
+from tqdm.auto import tqdm
 
 from .attention import Steps, capture_attention
 from .backends import Backend
@@ -31,7 +33,23 @@ class Generation:
     prompts: list[str]
     seeds: list[int]
     steps_used: list[tuple[int, int]]  # (step index, scheduler timestep) the maps came from
+    by_resolution: dict[tuple[int, int], np.ndarray] = field(default_factory=dict)  # layer res -> maps
     self_attention: np.ndarray | None = None  # (B, N, N) when asked for
+
+    @staticmethod
+    def concat(parts: Sequence["Generation"]) -> "Generation":
+        """Join generations made in batches with the same settings."""
+        first = parts[0]
+        return Generation(
+            images=np.concatenate([p.images for p in parts]),
+            attention=np.concatenate([p.attention for p in parts]),
+            prompts=[q for p in parts for q in p.prompts],
+            seeds=[s for p in parts for s in p.seeds],
+            steps_used=first.steps_used,
+            by_resolution={r: np.concatenate([p.by_resolution[r] for p in parts]) for r in first.by_resolution},
+            self_attention=None if first.self_attention is None
+            else np.concatenate([p.self_attention for p in parts]),
+        )
 
 
 def sampler(backend: Backend, name: str, num_steps: int):
@@ -94,5 +112,17 @@ def generate(
         prompts=list(prompts),
         seeds=[int(s) for s in seeds],
         steps_used=store.steps_used,
+        by_resolution={r: store.cross_attention(r).cpu().numpy() for r in store.resolutions},
         self_attention=store.self_attention().cpu().numpy() if self_attention_res else None,
     )
+
+
+def generate_many(backend: Backend, prompts: Sequence[str], seeds: Sequence[int], batch_size: int = 16,
+                  progress: bool = True, **kwargs) -> Generation:
+    """``generate`` in batches of ``batch_size`` (results do not depend on the batch size)."""
+    if len(prompts) != len(seeds):
+        raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
+    starts = range(0, len(prompts), batch_size)
+    parts = [generate(backend, prompts[i:i + batch_size], seeds[i:i + batch_size], **kwargs)
+             for i in (tqdm(starts, desc="generate") if progress else starts)]
+    return Generation.concat(parts)

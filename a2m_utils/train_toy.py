@@ -32,6 +32,7 @@ from .attention_probe import rendered_attention_scores
 from .images import to_tensor
 from .toymodel import new_toy
 
+TOY_RUN = Path(__file__).resolve().parent.parent / "runs" / "toy-t2i"  # the committed model's run
 VAL_SEED0 = 10**9  # held-out seeds for model selection; training seeds stay below
 TRAIN_SEED_STRIDE = 10**6
 

@@ -76,3 +76,15 @@ def test_bad_input(tmp_path):
         generate(new_toy(0), ["a", "b"], [1])
     with pytest.raises(ValueError, match="unknown sampler"):
         generate(new_toy(0), ["a red circle"], [1], sampler_name="euler")
+
+
+def test_batches_do_not_change_results():
+    from a2m_utils.generate import generate_many
+
+    b = new_toy(0)
+    prompts, seeds = ["a red circle", "a blue star", "a green box"], [4, 5, 6]
+    whole = generate(b, prompts, seeds, num_steps=3, capture_steps=1)
+    parts = generate_many(b, prompts, seeds, batch_size=2, progress=False, num_steps=3, capture_steps=1)
+    assert np.array_equal(whole.images, parts.images)
+    np.testing.assert_allclose(whole.attention, parts.attention, atol=1e-6)
+    assert sorted(parts.by_resolution) == [(8, 8), (16, 16)] and parts.by_resolution[(16, 16)].shape[0] == 3

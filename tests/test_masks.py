@@ -68,3 +68,20 @@ def test_dense_crf_cleans_noisy_probabilities():
     miou = lambda p: scores(confusion_matrix(p, sample.label, TOY.num_classes))["miou"]
     assert miou(after) > miou(before) + 0.1
     np.testing.assert_array_equal(after, masks.label_dcrf(noisy, ids, sample.image))  # deterministic
+
+
+def test_pseudo_mask_from_token_attention():
+    from a2m_utils.pipeline import build_pseudo_mask
+    from a2m_utils.toymodel import build_tokenizer
+
+    tok = build_tokenizer()
+    prompt = "a red circle and a blue star"  # [BOS] a red circle and a blue star [EOS]
+    attn = np.full((24, 8, 8), 0.01, dtype=np.float32)
+    attn[3, :4, :4] = 1.0
+    attn[7, 4:, 4:] = 1.0
+    pm = build_pseudo_mask(attn, prompt, np.zeros((16, 16, 3), np.uint8), tok, TOY, method="argmax", beta=0.2)
+    assert pm.positions == {"circle": [3], "star": [7]} and pm.class_ids == [1, 4]
+    assert pm.label.shape == (16, 16) and pm.maps.shape == (2, 16, 16)
+    assert (pm.label[:6, :6] == 1).all() and (pm.label[10:, 10:] == 4).all()
+    assert (pm.label[:6, 10:] == 0).all() and (pm.label[10:, :6] == 0).all()
+    assert pm.reliability[:6, :6].all() and pm.reliability[:6, 10:].all()  # A_c = 1 / A_0 = 0.8 >= 0.5

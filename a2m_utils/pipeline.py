@@ -1,0 +1,52 @@
+"""From one image's token attention to its pseudo-mask: Eq. 4 -> resize -> normalise -> Eqs. 5-6 -> labels."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import masks
+from .classes import ClassVocab
+from .tokens import class_positions, words
+
+
+@dataclass
+class PseudoMask:
+    label: np.ndarray  # (H, W) uint8 vocabulary ids
+    reliability: np.ndarray  # (H, W) bool, Eq. 6
+    maps: np.ndarray  # (C, H, W) normalised class maps A_c at image size
+    class_ids: list[int]
+    positions: dict[str, list[int]]
+
+
+def build_pseudo_mask(
+    attn: np.ndarray,
+    prompt: str,
+    image: np.ndarray,
+    tokenizer,
+    vocab: ClassVocab,
+    method: str = "dcrf",
+    beta: float = 0.2,
+    r: float = 0.5,
+    theta: float = 128,
+    attributes: Collection[str] = (),
+    expected: Collection[str] | None = None,
+    joint: bool = False,
+) -> PseudoMask:
+    """Pseudo-mask of one image from its token attention (L, h, w) and its prompt."""
+    positions = class_positions(prompt, tokenizer, vocab, expected=expected, attributes=attributes)
+    maps = masks.class_maps(attn, positions)
+    maps = masks.normalize(masks.resize(maps, image.shape[:2]), joint=joint)
+    ids = [vocab.index(n) for n in positions]
+    label = masks.pseudo_mask(maps, ids, method, image=image, beta=beta, theta=theta)
+    rel = masks.reliability(masks.with_background(maps, beta), r)
+    return PseudoMask(label, rel, maps, ids, positions)
+
+
+def word_maps(attn: np.ndarray, prompt: str, tokenizer) -> tuple[list[str], np.ndarray]:
+    """Each word of the prompt with its map (mean over its sub-tokens, scaled to max 1), for display."""
+    ws = words(prompt, tokenizer)
+    maps = np.stack([attn[w.start:w.stop].mean(0) for w in ws])
+    return [w.text for w in ws], maps / np.maximum(maps.max(axis=(1, 2), keepdims=True), 1e-12)

@@ -1,0 +1,43 @@
+"""Writing results: metrics.json and tables (CSV + Markdown) under results/<notebook>/."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def output_dir(path: str | Path) -> Path:
+    """A relative path is taken from the kit's checkout (where notebooks/ is), else from the cwd."""
+    path = Path(path)
+    if path.is_absolute():
+        return path
+    return (REPO if (REPO / "notebooks").is_dir() else Path.cwd()) / path
+
+
+def plain(x):
+    if isinstance(x, dict):
+        return {str(k): plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple, np.ndarray)):
+        return [plain(v) for v in x]
+    if isinstance(x, (np.floating, float)):
+        return None if math.isnan(float(x)) else round(float(x), 4)
+    if isinstance(x, np.integer):
+        return int(x)
+    return x
+
+
+def write_metrics(out_dir: str | Path, metrics: dict, parameters: dict) -> Path:
+    """``metrics.json`` with the parameters that produced it (NaN written as null)."""
+    path = Path(out_dir) / "metrics.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(plain({"parameters": parameters, **metrics}), indent=1) + "\n")
+    return path
+
+
+def per_class(names, values) -> dict[str, float]:
+    return {n: v for n, v in zip(names, values)}

@@ -1,0 +1,83 @@
+"""Run the numbered notebooks headless with papermill, with the parameters of a profile.
+
+    python -m a2m_utils.runner --profile toy            # the whole study in the toy world
+    python -m a2m_utils.runner --profile smoke --only 02_mask_building
+
+A profile (``profiles/<name>.yaml``) maps notebook names to papermill parameters; the
+``_all`` entry applies to every notebook, and its ``out_dir_root`` (default ``results``)
+is where each notebook writes ``<out_dir_root>/<notebook>/``. Executed notebooks go to
+``<out_dir_root>/_executed/`` and a run record (parameters, versions, wall time per
+notebook) to ``<out_dir_root>/run_<profile>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from importlib.metadata import version
+from pathlib import Path
+
+import papermill as pm
+import yaml
+
+from .report import REPO, output_dir
+
+PROFILES = REPO / "profiles"
+NOTEBOOKS = REPO / "notebooks"
+PACKAGES = ("torch", "diffusers", "transformers", "peft", "segmentation-models-pytorch", "a2m-utils")
+
+
+def load_profile(profile: str | Path) -> tuple[dict, dict[str, dict]]:
+    """(common parameters, {notebook: parameters}) of a profile name or YAML path."""
+    path = Path(profile) if str(profile).endswith(".yaml") else PROFILES / f"{profile}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in PROFILES.glob("*.yaml"))
+        raise FileNotFoundError(f"no profile {str(profile)!r}; known profiles: {known}")
+    cfg = yaml.safe_load(path.read_text()) or {}
+    common = cfg.pop("_all", {}) or {}
+    missing = [n for n in cfg if not (NOTEBOOKS / f"{n}.ipynb").is_file()]
+    if missing:
+        raise FileNotFoundError(f"profile {path.name} names notebooks that do not exist: {missing}")
+    return common, {n: p or {} for n, p in sorted(cfg.items())}
+
+
+def run_profile(profile: str | Path, only: list[str] | None = None, out_root: str | Path | None = None) -> dict:
+    """Execute the profile's notebooks in order; returns the run record."""
+    common, notebooks = load_profile(profile)
+    root = output_dir(out_root or common.pop("out_dir_root", "results"))
+    common.pop("out_dir_root", None)
+    if only:
+        unknown = sorted(set(only) - set(notebooks))
+        if unknown:
+            raise ValueError(f"{unknown} are not in profile {profile!r}: {sorted(notebooks)}")
+        notebooks = {n: p for n, p in notebooks.items() if n in only}
+    record = {"profile": str(profile), "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+              "python": platform.python_version(), "versions": {p: version(p) for p in PACKAGES},
+              "notebooks": {}}
+    t_all = time.time()
+    for name, params in notebooks.items():
+        params = {**common, **params, "out_dir": str(root / name)}
+        t0 = time.time()
+        pm.execute_notebook(NOTEBOOKS / f"{name}.ipynb", root / "_executed" / f"{name}.ipynb",
+                            parameters=params, cwd=str(REPO), progress_bar=False, kernel_name="python3")
+        record["notebooks"][name] = {"parameters": params, "wall_s": round(time.time() - t0, 1)}
+        print(f"{name}: {record['notebooks'][name]['wall_s']} s", flush=True)
+    record["wall_s"] = round(time.time() - t_all, 1)
+    (root / f"run_{Path(str(profile)).stem}.json").write_text(json.dumps(record, indent=1) + "\n")
+    return record
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--profile", default="toy")
+    p.add_argument("--only", nargs="*", help="notebook names to run (default: all of the profile)")
+    p.add_argument("--out-root", help="write results here instead of the profile's out_dir_root")
+    a = p.parse_args(argv)
+    record = run_profile(a.profile, a.only, a.out_root)
+    print(f"done in {record['wall_s']} s")
+
+
+if __name__ == "__main__":
+    main()

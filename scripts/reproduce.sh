@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Set up (if needed) and run the numbered notebooks headless; default profile: toy.
+#   bash scripts/reproduce.sh [toy|smoke|sd-gpu] [--only NOTEBOOK ...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+profile=${1:-toy}
+shift || true
+exec .venv/bin/python -m a2m_utils.runner --profile "$profile" "$@"

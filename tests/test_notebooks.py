@@ -1,0 +1,49 @@
+"""Every numbered notebook runs headless with the smoke profile; committed notebooks are clean."""
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from a2m_utils.runner import NOTEBOOKS, load_profile, run_profile
+
+ALL = sorted(p.stem for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+EXPECTED_KEYS = {
+    "00_toy_world": {"world", "training"},
+    "01_attention_extraction": {"steps_used", "probe_miou_by_timestep"},
+    "02_mask_building": {"rendered_attention_miou", "generated_pseudomask_miou", "prompt_fidelity"},
+}
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_committed_notebook_is_clean(name):
+    nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(not c.outputs and c.execution_count is None for c in code), "strip outputs before committing"
+    assert sum("parameters" in c.metadata.get("tags", []) for c in nb.cells) == 1
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith(f"# {name[:2]}")
+    assert nb.metadata.kernelspec.name == "python3" and nb.metadata.language_info.name == "python"
+
+
+def test_profiles_cover_every_notebook():
+    for profile in ("toy", "smoke"):
+        assert sorted(load_profile(profile)[1]) == ALL
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ALL)
+def test_notebook_runs_with_smoke_profile(name, tmp_path):
+    record = run_profile("smoke", only=[name], out_root=tmp_path)
+    assert record["notebooks"][name]["wall_s"] > 0
+    metrics = json.loads((tmp_path / name / "metrics.json").read_text())
+    assert EXPECTED_KEYS[name] <= set(metrics)
+    assert (tmp_path / "_executed" / f"{name}.ipynb").is_file()
+    assert list(Path(tmp_path / name).glob("*.png"))
+
+
+def test_unknown_profile_and_notebook():
+    with pytest.raises(FileNotFoundError, match="known profiles"):
+        load_profile("huge")
+    with pytest.raises(ValueError, match="not in profile"):
+        run_profile("smoke", only=["99_nothing"])
