@@ -30,9 +30,16 @@ Batches = Callable[[int], tuple[np.ndarray, np.ndarray]]  # step -> (images uint
 
 
 def train_supervised(model: torch.nn.Module, batches: Batches, steps: int, lr: float = 0.01,
-                     weight_decay: float = 1e-4, momentum: float = 0.9, desc: str = "segmenter") -> list[float]:
-    """SGD with the poly schedule (power 0.9) and cross-entropy ignoring 255; returns the losses."""
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+                     weight_decay: float = 1e-4, momentum: float = 0.9, optimizer: str = "sgd",
+                     desc: str = "segmenter") -> list[float]:
+    """Cross-entropy ignoring 255 with the poly schedule (power 0.9); SGD as in the paper, or Adam.
+    Returns the losses."""
+    if optimizer == "sgd":
+        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    elif optimizer == "adam":
+        opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    else:
+        raise ValueError(f"unknown optimizer {optimizer!r}; expected 'sgd' or 'adam'")
     sched = torch.optim.lr_scheduler.PolynomialLR(opt, total_iters=steps, power=0.9)
     model.train()
     losses = []

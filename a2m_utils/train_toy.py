@@ -32,7 +32,7 @@ from .attention_probe import rendered_attention_scores
 from .images import to_tensor
 from .toymodel import new_toy
 
-TOY_RUN = Path(__file__).resolve().parent.parent / "runs" / "toy-t2i"  # the committed model's run
+TOY_RUNS = [Path(__file__).resolve().parent.parent / "runs" / "toy-t2i" / s for s in ("stage1", "stage2")]
 VAL_SEED0 = 10**9  # held-out seeds for model selection; training seeds stay below
 TRAIN_SEED_STRIDE = 10**6
 
@@ -54,10 +54,15 @@ def _save_atomic(obj: dict, path: Path) -> None:
 
 class Trainer:
     def __init__(self, run: Path, out: Path, steps: int, seed: int, batch_size: int, lr: float,
-                 p_uncond: float, ema_decay: float, warmup: int) -> None:
+                 p_uncond: float, ema_decay: float, warmup: int, init_from: Path | None = None) -> None:
         self.run, self.out, self.steps, self.seed = run, out, steps, seed
-        self.batch_size, self.p_uncond = batch_size, p_uncond
+        self.batch_size, self.p_uncond, self.init_from = batch_size, p_uncond, init_from
         self.model = new_toy(seed)
+        if init_from is not None:
+            state = torch.load(init_from, weights_only=False)
+            self._load_weights(state)
+            run.mkdir(parents=True, exist_ok=True)
+            (run / "init.json").write_text(json.dumps({"init_from": str(init_from), "step": state["step"]}) + "\n")
         self.params = [*self.model.unet.parameters(), *self.model.text_encoder.parameters()]
         self.opt = torch.optim.AdamW(self.params, lr=lr, weight_decay=1e-2)
         self.sched = get_cosine_schedule_with_warmup(self.opt, warmup, steps)
@@ -72,17 +77,21 @@ class Trainer:
         state = torch.load(self.ckpt, weights_only=False)
         if state["config"] != self.config:
             raise ValueError(f"{self.ckpt} was made with {state['config']}, not {self.config}")
-        self.model.unet.load_state_dict(state["unet"])
-        self.model.text_encoder.load_state_dict(state["text_encoder"])
+        self._load_weights(state)
         self.opt.load_state_dict(state["opt"])
         self.sched.load_state_dict(state["sched"])
         self.ema.load_state_dict(state["ema"])
         self.step, self.best = state["step"], state["best"]
 
+    def _load_weights(self, state: dict) -> None:
+        self.model.unet.load_state_dict(state["unet"])
+        self.model.text_encoder.load_state_dict(state["text_encoder"])
+
     @property
     def config(self) -> dict:
         return {"steps": self.steps, "seed": self.seed, "batch_size": self.batch_size,
-                "p_uncond": self.p_uncond, "lr": self.opt.defaults["lr"]}
+                "p_uncond": self.p_uncond, "lr": self.opt.defaults["lr"],
+                "init_from": str(self.init_from) if self.init_from else None}
 
     def checkpoint(self) -> None:
         _save_atomic({
@@ -146,6 +155,22 @@ class Trainer:
         bar.close()
 
 
+def training_log(runs: list[Path]) -> list[dict]:
+    """The logs of consecutive stages as one record. A stage started with ``--init-from`` has an
+    ``init.json`` with the step of the checkpoint it started from: its steps and wall time
+    continue from there, and the earlier stage's records past that step are dropped."""
+    log: list[dict] = []
+    for run in runs:
+        records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+        if (run / "init.json").exists():
+            step0 = json.loads((run / "init.json").read_text())["step"]
+            log = [r for r in log if r["step"] <= step0]
+            wall0 = log[-1]["wall_s"] if log else 0.0
+            records = [r | {"step": r["step"] + step0, "wall_s": r["wall_s"] + wall0} for r in records]
+        log += records
+    return log
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, default=Path("models/toy-t2i"), help="exported model folder")
@@ -161,13 +186,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--ckpt-every", type=int, default=50)
     p.add_argument("--n-val", type=int, default=64)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--init-from", type=Path, help="start from the weights of another run's checkpoint.pt "
+                   "(a second stage with a schedule of its own)")
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
     a.run.mkdir(parents=True, exist_ok=True)
     with (a.run / "command.txt").open("a") as f:
         f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} python -m a2m_utils.train_toy {' '.join(argv or sys.argv[1:])}\n")
-    trainer = Trainer(a.run, a.out, a.steps, a.seed, a.batch_size, a.lr, a.p_uncond, a.ema_decay, a.warmup)
+    trainer = Trainer(a.run, a.out, a.steps, a.seed, a.batch_size, a.lr, a.p_uncond, a.ema_decay, a.warmup,
+                      a.init_from)
     trainer.fit(a.eval_every, a.ckpt_every, a.n_val)
 
 

@@ -43,3 +43,18 @@ def test_export_loads_and_resume_checks_settings(tmp_path):
         make(tmp_path, "c", steps=2)
     with pytest.raises(FileNotFoundError, match="not a toy model folder"):
         load_toy(tmp_path)
+
+
+def test_second_stage_starts_from_a_checkpoint_and_logs_continue(tmp_path):
+    from a2m_utils.train_toy import training_log
+
+    first = make(tmp_path, "s1", steps=2)
+    first.fit(eval_every=100, ckpt_every=1, n_val=2)
+    second = Trainer(tmp_path / "s2", tmp_path / "s2-model", steps=1, seed=4, batch_size=2, lr=1e-4,
+                     p_uncond=0.5, ema_decay=0.9, warmup=0, init_from=tmp_path / "s1" / "checkpoint.pt")
+    for k, v in first.model.unet.state_dict().items():
+        assert torch.equal(v, second.model.unet.state_dict()[k]), k
+    second.fit(eval_every=100, ckpt_every=1, n_val=2)
+    log = training_log([tmp_path / "s1", tmp_path / "s2"])
+    assert [r["step"] for r in log] == [2, 3]
+    assert log[1]["wall_s"] >= log[0]["wall_s"]
