@@ -56,6 +56,7 @@ def run_profile(profile: str | Path, only: list[str] | None = None, out_root: st
     record = {"profile": str(profile), "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
               "python": platform.python_version(), "versions": {p: version(p) for p in PACKAGES},
               "notebooks": {}}
+    (root / "_executed").mkdir(parents=True, exist_ok=True)
     t_all = time.time()
     for name, params in notebooks.items():
         params = {**common, **params, "out_dir": str(root / name)}

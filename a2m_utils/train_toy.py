@@ -67,7 +67,7 @@ class Trainer:
         self.opt = torch.optim.AdamW(self.params, lr=lr, weight_decay=1e-2)
         self.sched = get_cosine_schedule_with_warmup(self.opt, warmup, steps)
         self.ema = EMAModel(self.params, decay=ema_decay)
-        self.step, self.best = 0, -1.0
+        self.step, self.best, self.wall_s = 0, -1.0, 0.0
         run.mkdir(parents=True, exist_ok=True)
         self.ckpt, self.log = run / "checkpoint.pt", run / "log.jsonl"
         if self.ckpt.exists():
@@ -81,7 +81,10 @@ class Trainer:
         self.opt.load_state_dict(state["opt"])
         self.sched.load_state_dict(state["sched"])
         self.ema.load_state_dict(state["ema"])
-        self.step, self.best = state["step"], state["best"]
+        self.step, self.best, self.wall_s = state["step"], state["best"], state.get("wall_s", 0.0)
+        if self.log.exists():  # drop records written after the checkpoint, so none is duplicated
+            kept = [line for line in self.log.read_text().splitlines() if json.loads(line)["step"] <= self.step]
+            self.log.write_text("".join(line + "\n" for line in kept))
 
     def _load_weights(self, state: dict) -> None:
         self.model.unet.load_state_dict(state["unet"])
@@ -95,7 +98,7 @@ class Trainer:
 
     def checkpoint(self) -> None:
         _save_atomic({
-            "config": self.config, "step": self.step, "best": self.best,
+            "config": self.config, "step": self.step, "best": self.best, "wall_s": self.wall_s,
             "unet": self.model.unet.state_dict(), "text_encoder": self.model.text_encoder.state_dict(),
             "opt": self.opt.state_dict(), "sched": self.sched.state_dict(), "ema": self.ema.state_dict(),
         }, self.ckpt)
@@ -135,20 +138,21 @@ class Trainer:
         return result
 
     def fit(self, eval_every: int, ckpt_every: int, n_val: int) -> None:
-        t0, done0 = time.time(), self.step
+        t0, done0, wall0 = time.time(), self.step, self.wall_s
         bar = tqdm(total=self.steps, initial=self.step, desc="toy model", smoothing=0.05)
         with self.log.open("a") as log:
             while self.step < self.steps:
                 loss = self.train_step()
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4f}")
+                self.wall_s = wall0 + time.time() - t0
                 record = {"step": self.step, "loss": round(loss, 5), "lr": self.sched.get_last_lr()[0]}
                 if self.step % eval_every == 0 or self.step == self.steps:
                     record |= self.evaluate(n_val)
                     record["images_per_s"] = (self.step - done0) * self.batch_size / (time.time() - t0)
                 if self.step % ckpt_every == 0 or self.step == self.steps or "val_miou" in record:
                     self.checkpoint()
-                record["wall_s"] = round(time.time() - t0, 1)
+                record["wall_s"] = round(self.wall_s, 1)
                 if "val_miou" in record or self.step % 50 == 0:
                     log.write(json.dumps(record) + "\n")
                     log.flush()
