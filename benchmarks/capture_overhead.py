@@ -53,14 +53,17 @@ def run(backend: Backend, steps: int, capture, prompts: list[str]) -> tuple[floa
 def ratios(backend: Backend, steps: int, repeats: int, prompts: list[str]) -> dict[str, float]:
     arms = {"none": False, "one step": steps // 2, "all steps": None}
     times = {k: [] for k in arms}
+    peak = {}
     run(backend, 1, False, prompts)  # warm-up
     for _ in range(repeats):
         for k, cap in arms.items():
-            times[k].append(run(backend, steps, cap, prompts)[0])
+            seconds, peak[k] = run(backend, steps, cap, prompts)
+            times[k].append(seconds)
     base = statistics.median(times["none"])
     print(f"  sampling without capture: {base:.2f} s ({steps} steps, median of {repeats})")
     for k in ("one step", "all steps"):
-        print(f"  capture {k:9s}: ratio {statistics.median(times[k]) / base:.3f}")
+        print(f"  capture {k:9s}: ratio {statistics.median(times[k]) / base:.3f}, "
+              f"capture-state peak {peak[k] / 2**20:.2f} MiB")
     return {k: statistics.median(v) / base for k, v in times.items()}
 
 
