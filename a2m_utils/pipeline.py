@@ -46,7 +46,6 @@ def build_pseudo_mask(
 
 
 def word_maps(attn: np.ndarray, prompt: str, tokenizer) -> tuple[list[str], np.ndarray]:
-    """Each word of the prompt with its map (mean over its sub-tokens, scaled to max 1), for display."""
+    """Each word of the prompt with its map (mean over its sub-tokens, min-max scaled), for display."""
     ws = words(prompt, tokenizer)
-    maps = np.stack([attn[w.start:w.stop].mean(0) for w in ws])
-    return [w.text for w in ws], maps / np.maximum(maps.max(axis=(1, 2), keepdims=True), 1e-12)
+    return [w.text for w in ws], masks.normalize(np.stack([attn[w.start:w.stop].mean(0) for w in ws]))
