@@ -137,11 +137,13 @@ class Trainer:
         self.ema.restore(self.params)
         return result
 
-    def fit(self, eval_every: int, ckpt_every: int, n_val: int) -> None:
+    def fit(self, eval_every: int, ckpt_every: int, n_val: int, stop_after: int | None = None) -> None:
+        """Train to ``steps`` (or pause after step ``stop_after``, checkpointed, to resume later)."""
         t0, done0, wall0 = time.time(), self.step, self.wall_s
+        last = min(self.steps, stop_after or self.steps)
         bar = tqdm(total=self.steps, initial=self.step, desc="toy model", smoothing=0.05)
         with self.log.open("a") as log:
-            while self.step < self.steps:
+            while self.step < last:
                 loss = self.train_step()
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4f}")
@@ -150,7 +152,7 @@ class Trainer:
                 if self.step % eval_every == 0 or self.step == self.steps:
                     record |= self.evaluate(n_val)
                     record["images_per_s"] = (self.step - done0) * self.batch_size / (time.time() - t0)
-                if self.step % ckpt_every == 0 or self.step == self.steps or "val_miou" in record:
+                if self.step % ckpt_every == 0 or self.step == last or "val_miou" in record:
                     self.checkpoint()
                 record["wall_s"] = round(self.wall_s, 1)
                 if "val_miou" in record or self.step % 50 == 0:
@@ -189,6 +191,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--eval-every", type=int, default=250)
     p.add_argument("--ckpt-every", type=int, default=50)
     p.add_argument("--n-val", type=int, default=64)
+    p.add_argument("--stop-after", type=int, help="pause after this step (checkpointed; rerun to resume)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--init-from", type=Path, help="start from the weights of another run's checkpoint.pt "
                    "(a second stage with a schedule of its own)")
@@ -200,7 +203,7 @@ def main(argv: list[str] | None = None) -> None:
         f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} python -m a2m_utils.train_toy {' '.join(argv or sys.argv[1:])}\n")
     trainer = Trainer(a.run, a.out, a.steps, a.seed, a.batch_size, a.lr, a.p_uncond, a.ema_decay, a.warmup,
                       a.init_from)
-    trainer.fit(a.eval_every, a.ckpt_every, a.n_val)
+    trainer.fit(a.eval_every, a.ckpt_every, a.n_val, a.stop_after)
 
 
 if __name__ == "__main__":

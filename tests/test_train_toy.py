@@ -22,8 +22,7 @@ def test_resume_matches_an_uninterrupted_run(tmp_path):
     straight = make(tmp_path, "a")
     straight.fit(eval_every=100, ckpt_every=100, n_val=2)
     interrupted = make(tmp_path, "b")
-    interrupted.train_step(), interrupted.train_step()
-    interrupted.checkpoint()
+    interrupted.fit(eval_every=100, ckpt_every=100, n_val=2, stop_after=2)
     with (tmp_path / "b" / "log.jsonl").open("a") as f:  # a record written after the checkpoint, then a crash
         f.write(json.dumps({"step": 3, "loss": 1.0, "wall_s": 9.0}) + "\n")
     resumed = make(tmp_path, "b")
@@ -33,6 +32,7 @@ def test_resume_matches_an_uninterrupted_run(tmp_path):
         assert torch.equal(v, resumed.model.unet.state_dict()[k]), k
     log = [json.loads(line) for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [4] and "val_miou" in log[-1]
+    assert log[-1]["wall_s"] >= interrupted.wall_s > 0
 
 
 def test_export_loads_and_resume_checks_settings(tmp_path):
