@@ -72,6 +72,7 @@ class Trainer:
         self.ckpt, self.log = run / "checkpoint.pt", run / "log.jsonl"
         if self.ckpt.exists():
             self._resume()
+        self._check_out()
 
     def _resume(self) -> None:
         state = torch.load(self.ckpt, weights_only=False)
@@ -85,6 +86,15 @@ class Trainer:
         if self.log.exists():  # drop records written after the checkpoint, so none is duplicated
             kept = [line for line in self.log.read_text().splitlines() if json.loads(line)["step"] <= self.step]
             self.log.write_text("".join(line + "\n" for line in kept))
+
+    def _check_out(self) -> None:
+        """Refuse to overwrite a model exported by another run."""
+        made = self.out / "training.json"
+        if made.exists():
+            other = json.loads(made.read_text())
+            if {k: other.get(k) for k in self.config} != self.config:
+                raise FileExistsError(f"{self.out} holds a model exported by another run "
+                                      f"({ {k: other.get(k) for k in self.config} }); choose another --out")
 
     def _load_weights(self, state: dict) -> None:
         self.model.unet.load_state_dict(state["unet"])

@@ -43,6 +43,9 @@ def test_export_loads_and_resume_checks_settings(tmp_path):
     assert model.encode(["a red circle"]).shape[:2] == (1, 24)
     with pytest.raises(ValueError, match="was made with"):
         make(tmp_path, "c", steps=2)
+    with pytest.raises(FileExistsError, match="holds a model exported by another run"):
+        Trainer(tmp_path / "other", tmp_path / "c-model", steps=3, seed=3, batch_size=2, lr=1e-3,
+                p_uncond=0.5, ema_decay=0.9, warmup=1)
     with pytest.raises(FileNotFoundError, match="not a toy model folder"):
         load_toy(tmp_path)
 
