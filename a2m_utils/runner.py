@@ -59,7 +59,8 @@ def run_profile(profile: str | Path, only: list[str] | None = None, out_root: st
     (root / "_executed").mkdir(parents=True, exist_ok=True)
     t_all = time.time()
     for name, params in notebooks.items():
-        params = {**common, **params, "out_dir": str(root / name)}
+        out = root / name
+        params = {**common, **params, "out_dir": str(out.relative_to(REPO) if out.is_relative_to(REPO) else out)}
         t0 = time.time()
         pm.execute_notebook(NOTEBOOKS / f"{name}.ipynb", root / "_executed" / f"{name}.ipynb",
                             parameters=params, cwd=str(REPO), progress_bar=False, kernel_name="python3")
