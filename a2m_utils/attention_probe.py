@@ -22,9 +22,10 @@ from .pipeline import build_pseudo_mask
 
 
 def attention_labels(model, samples: Sequence[toyworld.ToySample], timesteps: Sequence[int], seed: int,
-                     beta: float, method: str, attributes: bool,
-                     resolution: tuple[int, int] | None = None) -> list[np.ndarray]:
-    """Pseudo-masks of rendered samples from one forward pass per timestep."""
+                     beta: float, method: str, variants: Sequence[bool] = (False,),
+                     resolution: tuple[int, int] | None = None) -> dict[bool, list[np.ndarray]]:
+    """Pseudo-masks of rendered samples from one forward pass per timestep, for each variant
+    (False: class tokens only; True: with the colour tokens bound to each class word)."""
     x0 = to_tensor(np.stack([s.image for s in samples]))
     captions = [s.caption for s in samples]
     gen = torch.Generator().manual_seed(seed)
@@ -34,23 +35,33 @@ def attention_labels(model, samples: Sequence[toyworld.ToySample], timesteps: Se
         for t in timesteps:
             tt = torch.full((len(samples),), int(t), dtype=torch.long)
             model.unet(model.scheduler.add_noise(x0, noise, tt), tt, context)
-    return [
-        build_pseudo_mask(a, s.caption, s.image, model.tokenizer, TOY, method, beta,
-                          attributes=toyworld.COLOURS if attributes else (), expected=s.scene.classes).label
-        for s, a in zip(samples, store.cross_attention(resolution).numpy())
-    ]
+    attn = store.cross_attention(resolution).numpy()
+    return {
+        v: [build_pseudo_mask(a, s.caption, s.image, model.tokenizer, TOY, method, beta,
+                              attributes=toyworld.COLOURS if v else (), expected=s.scene.classes).label
+            for s, a in zip(samples, attn)]
+        for v in variants
+    }
+
+
+def rendered_attention_variants(model, seeds: Sequence[int], timesteps: Sequence[int] = (500,),
+                                beta: float = 0.2, method: str = "dcrf", variants: Sequence[bool] = (False, True),
+                                batch_size: int = 32, domain: str = "source",
+                                resolution: tuple[int, int] | None = None) -> dict[bool, dict]:
+    """Per-class IoU, mIoU and pixel accuracy of attention pseudo-masks on rendered images, per
+    variant (see ``attention_labels``), all from the same forward passes; maps of all layers, or
+    of the layers at one ``resolution``."""
+    conf = {v: np.zeros((TOY.num_classes, TOY.num_classes), dtype=np.int64) for v in variants}
+    for i in range(0, len(seeds), batch_size):
+        samples = [toyworld.make_sample(s, domain=domain) for s in seeds[i:i + batch_size]]
+        labels = attention_labels(model, samples, timesteps, seeds[i], beta, method, variants, resolution)
+        for v in variants:
+            for sample, label in zip(samples, labels[v]):
+                conf[v] += confusion_matrix(label, sample.label, TOY.num_classes)
+    return {v: scores(c) for v, c in conf.items()}
 
 
 def rendered_attention_scores(model, seeds: Sequence[int], timesteps: Sequence[int] = (500,),
-                              beta: float = 0.2, method: str = "dcrf", attributes: bool = False,
-                              batch_size: int = 32, domain: str = "source",
-                              resolution: tuple[int, int] | None = None) -> dict:
-    """Per-class IoU, mIoU and pixel accuracy of attention pseudo-masks on rendered images
-    (maps of all layers, or of the layers at one ``resolution``)."""
-    conf = np.zeros((TOY.num_classes, TOY.num_classes), dtype=np.int64)
-    for i in range(0, len(seeds), batch_size):
-        samples = [toyworld.make_sample(s, domain=domain) for s in seeds[i:i + batch_size]]
-        labels = attention_labels(model, samples, timesteps, seeds[i], beta, method, attributes, resolution)
-        for sample, label in zip(samples, labels):
-            conf += confusion_matrix(label, sample.label, TOY.num_classes)
-    return scores(conf)
+                              attributes: bool = False, **kwargs) -> dict:
+    """``rendered_attention_variants`` for one variant."""
+    return rendered_attention_variants(model, seeds, timesteps, variants=(attributes,), **kwargs)[attributes]

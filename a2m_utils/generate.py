@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler
-
 from tqdm.auto import tqdm
 
 from .attention import Steps, capture_attention

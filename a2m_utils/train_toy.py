@@ -28,7 +28,7 @@ from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
 from . import toyworld
-from .attention_probe import rendered_attention_scores
+from .attention_probe import rendered_attention_variants
 from .images import to_tensor
 from .toymodel import new_toy
 
@@ -135,8 +135,7 @@ class Trainer:
         self.ema.copy_to(self.params)
         seeds = list(range(VAL_SEED0, VAL_SEED0 + n_images))
         with torch.no_grad():
-            cls = rendered_attention_scores(self.model, seeds, timesteps=(300, 500))
-            att = rendered_attention_scores(self.model, seeds, timesteps=(300, 500), attributes=True)
+            cls, att = rendered_attention_variants(self.model, seeds, timesteps=(300, 500)).values()
         result = {"val_miou": cls["miou"], "val_miou_attributes": att["miou"],
                   "val_iou": [round(float(v), 4) for v in cls["iou"]]}
         if cls["miou"] > self.best:
