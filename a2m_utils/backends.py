@@ -64,13 +64,17 @@ def load_toy(path: str | Path = TOY_DEFAULT) -> Backend:
     missing = [p for p in PARTS if not (path / p).is_dir()]
     if missing:
         raise FileNotFoundError(f"{path} is not a toy model folder: missing {missing}")
-    return Backend(
-        UNet2DConditionModel.from_pretrained(path / "unet"),
-        CLIPTextModel.from_pretrained(path / "text_encoder"),
-        AutoTokenizer.from_pretrained(path / "tokenizer"),
-        DDPMScheduler.from_pretrained(path / "scheduler"),
-        name="toy",
-    )
+    try:
+        return Backend(
+            UNet2DConditionModel.from_pretrained(path / "unet"),
+            CLIPTextModel.from_pretrained(path / "text_encoder"),
+            AutoTokenizer.from_pretrained(path / "tokenizer"),
+            DDPMScheduler.from_pretrained(path / "scheduler"),
+            name="toy",
+        )
+    except (OSError, ValueError, RuntimeError) as err:
+        raise OSError(f"the toy model at {path} is unreadable ({type(err).__name__}: {err}); "
+                      "restore it with git checkout or retrain it (notebook 00)") from err
 
 
 def load_stable_diffusion(model: str | Path = SD_DEFAULT, device: str = "cpu",

@@ -89,3 +89,15 @@ VOC = ClassVocab(
         "tvmonitor": ("tv", "television", "monitor", "computer screen"),
     },
 )
+
+# Cityscapes' 19 evaluation classes (train ids = vocabulary id - 1; background -> 255). The
+# paper's prompts say "sand" for terrain and "plant" for vegetation (household words).
+CITYSCAPES = ClassVocab(
+    names=(
+        "background", "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light",
+        "traffic sign", "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus",
+        "train", "motorcycle", "bicycle",
+    ),
+    synonyms={"vegetation": ("plant",), "terrain": ("sand",), "person": ("pedestrian",)},
+)
+CITYSCAPES_PROMPT_WORDS = {"terrain": "sand", "vegetation": "plant"}

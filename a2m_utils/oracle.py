@@ -25,7 +25,7 @@ MIN_COMPONENT = 6  # pixels: smaller blobs are not counted as objects
 def augmented(seed: int) -> tuple[np.ndarray, np.ndarray]:
     """A rendered sample with a random background gradient (60%), jittered object colours and noise."""
     rng = np.random.default_rng([seed, 7])
-    s = toyworld.make_sample(seed)
+    s = toyworld.make_sample(seed, max_objects=3)
     inst = toyworld.instance_map(s.scene.objects, s.image.shape[0])
     image = s.image.astype(np.float32)
     if rng.random() < 0.6:

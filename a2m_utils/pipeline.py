@@ -37,12 +37,20 @@ def build_pseudo_mask(
 ) -> PseudoMask:
     """Pseudo-mask of one image from its token attention (L, h, w) and its prompt."""
     positions = class_positions(prompt, tokenizer, vocab, expected=expected, attributes=attributes)
-    maps = masks.class_maps(attn, positions)
-    maps = masks.normalize(masks.resize(maps, image.shape[:2]), joint=joint)
     ids = [vocab.index(n) for n in positions]
-    label = masks.pseudo_mask(maps, ids, method, image=image, beta=beta, theta=theta)
+    return mask_from_class_maps(masks.class_maps(attn, positions), ids, image, method, beta, r, theta,
+                                joint, positions)
+
+
+def mask_from_class_maps(raw: np.ndarray, class_ids: list[int], image: np.ndarray, method: str = "dcrf",
+                         beta: float = 0.2, r: float = 0.5, theta: float = 128, joint: bool = False,
+                         positions: dict[str, list[int]] | None = None) -> PseudoMask:
+    """Pseudo-mask from raw class maps (C, h, w) of Eq. 4: resize, normalise, Eqs. 5-6, labels.
+    Post-processing can be redone from stored class maps without regenerating."""
+    maps = masks.normalize(masks.resize(np.asarray(raw, dtype=np.float32), image.shape[:2]), joint=joint)
+    label = masks.pseudo_mask(maps, class_ids, method, image=image, beta=beta, theta=theta)
     rel = masks.reliability(masks.with_background(maps, beta), r)
-    return PseudoMask(label, rel, maps, ids, positions)
+    return PseudoMask(label, rel, maps, list(class_ids), positions or {})
 
 
 def word_maps(attn: np.ndarray, prompt: str, tokenizer) -> tuple[list[str], np.ndarray]:

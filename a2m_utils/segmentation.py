@@ -1,17 +1,26 @@
-"""Segmentation models from segmentation-models-pytorch: build, train (supervised), predict."""
+"""Segmentation models from segmentation-models-pytorch: build, augment, train (supervised) with
+checkpoints, predict, evaluate.
+
+Training is reproducible step by step: every random draw of step ``s`` comes from generators
+seeded with (seed, s), so a run resumed from its checkpoint ends exactly as an uninterrupted one.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import segmentation_models_pytorch as smp
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from tqdm.auto import tqdm
 
+from .atomic import save_torch
 from .classes import IGNORE_INDEX
 from .images import to_tensor
+from .metrics import confusion_matrix, scores
 
 # The paper's segmenter, and a small one that trains on 32x32 toy images on CPU.
 PAPER = dict(arch="DeepLabV3Plus", encoder_name="resnet50")
@@ -26,14 +35,89 @@ def build(num_classes: int, arch: str = "DeepLabV3Plus", encoder_name: str = "re
                             classes=num_classes, **kwargs)
 
 
-Batches = Callable[[int], tuple[np.ndarray, np.ndarray]]  # step -> (images uint8 NHWC, labels NHW)
+# step -> (images uint8 NHWC, labels NHW uint8[, reliability NHW bool]); extra items are ignored here.
+Batches = Callable[[int], tuple[np.ndarray, ...]]
+
+
+def step_rng(seed: int, step: int) -> np.random.Generator:
+    """The generator of one training step; it also seeds torch's (dropout) for that step."""
+    rng = np.random.default_rng([seed, step])
+    torch.manual_seed(int(rng.integers(2**62)))
+    return rng
+
+
+def _crop(x: np.ndarray, box: tuple[int, int, int, int], resample: Image.Resampling) -> np.ndarray:
+    return np.asarray(Image.fromarray(x).resize(x.shape[1::-1], resample, box=box))
+
+
+def augment(images: np.ndarray, labels: np.ndarray, rng: np.random.Generator, extra: np.ndarray | None = None,
+            scale: tuple[float, float] = (0.25, 1.0), ratio: tuple[float, float] = (3 / 4, 4 / 3),
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Random resized crop (area fraction in ``scale``, aspect in ``ratio``, back to the input size)
+    and horizontal flip with probability 0.5, per image; images bilinear, ``labels`` and ``extra``
+    maps (N, H, W), e.g. reliability, nearest, all with the same crop and flip."""
+    out_i, out_l, out_e = [], [], []
+    h, w = labels.shape[1:]
+    for k in range(len(images)):
+        area = h * w * rng.uniform(*scale)
+        aspect = np.exp(rng.uniform(*np.log(ratio)))
+        ch, cw = min(h, round(np.sqrt(area / aspect))), min(w, round(np.sqrt(area * aspect)))
+        top, left = rng.integers(h - ch + 1), rng.integers(w - cw + 1)
+        box, flip = (left, top, left + cw, top + ch), rng.random() < 0.5
+        maps = [(out_i, images[k], Image.Resampling.BILINEAR), (out_l, labels[k], Image.Resampling.NEAREST)]
+        if extra is not None:
+            maps.append((out_e, extra[k], Image.Resampling.NEAREST))
+        for out, x, resample in maps:
+            y = _crop(x, box, resample)
+            out.append(y[:, ::-1] if flip else y)
+    return np.stack(out_i), np.stack(out_l), (np.stack(out_e) if extra is not None else None)
+
+
+def save_checkpoint(path: Path, parts: dict, **state) -> None:
+    """Atomically save the state dicts of ``parts`` (models, optimiser, scheduler) with ``state``."""
+    save_torch({**{k: v.state_dict() for k, v in parts.items()}, **state}, path)
+
+
+def resume(path: Path | None, parts: dict, config: dict) -> tuple[int, list]:
+    """Load the checkpoint at ``path`` into ``parts``: (its step, its history), or (0, []) when there is
+    none. A checkpoint made with another ``config`` raises ValueError."""
+    if path is None or not Path(path).exists():
+        return 0, []
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state["config"] != config:
+        raise ValueError(f"{path} was made with {state['config']}, not {config}; use another checkpoint path")
+    for k, v in parts.items():
+        v.load_state_dict(state[k])
+    return state["step"], state["history"]
+
+
+def device_of(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def run_steps(train_step: Callable[[int], float | dict], steps: int, parts: dict, config: dict,
+              ckpt: Path | None, ckpt_every: int, stop_after: int | None, desc: str) -> list:
+    """Run ``train_step`` from the checkpointed step (or 0) to ``steps``, or pause after step ``stop_after``;
+    checkpoint every ``ckpt_every`` steps and at the end. Returns the history of ``train_step`` results."""
+    start, history = resume(ckpt, parts, config)
+    last = min(steps, stop_after or steps)
+    bar = tqdm(range(start, last), desc=desc, initial=start, total=steps)
+    for step in bar:
+        history.append(result := train_step(step))
+        bar.set_postfix(loss=f"{result['total'] if isinstance(result, dict) else result:.4f}")
+        if ckpt is not None and ((step + 1) % ckpt_every == 0 or step + 1 == last):
+            save_checkpoint(ckpt, parts, config=config, step=step + 1, history=history)
+    return history
 
 
 def train_supervised(model: torch.nn.Module, batches: Batches, steps: int, lr: float = 0.01,
                      weight_decay: float = 1e-4, momentum: float = 0.9, optimizer: str = "sgd",
-                     desc: str = "segmenter") -> list[float]:
-    """Cross-entropy ignoring 255 with the poly schedule (power 0.9); SGD as in the paper, or Adam.
-    Returns the losses."""
+                     desc: str = "segmenter", augmentation: bool = False, seed: int = 0,
+                     ckpt: Path | None = None, ckpt_every: int = 100, stop_after: int | None = None,
+                     ) -> list[float]:
+    """Cross-entropy ignoring 255 with the poly schedule (power 0.9); SGD as in the paper, or Adam;
+    optional crop-and-flip ``augment``. With ``ckpt``, resumes from and saves to that file (every
+    ``ckpt_every`` steps and at the end, or after step ``stop_after``). Returns the losses."""
     if optimizer == "sgd":
         opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     elif optimizer == "adam":
@@ -41,17 +125,26 @@ def train_supervised(model: torch.nn.Module, batches: Batches, steps: int, lr: f
     else:
         raise ValueError(f"unknown optimizer {optimizer!r}; expected 'sgd' or 'adam'")
     sched = torch.optim.lr_scheduler.PolynomialLR(opt, total_iters=steps, power=0.9)
-    model.train()
-    losses = []
-    for step in tqdm(range(steps), desc=desc):
-        images, labels = batches(step)
-        logits = model(to_tensor(images))
-        loss = F.cross_entropy(logits, torch.from_numpy(labels).long(), ignore_index=IGNORE_INDEX)
+    parts = {"model": model, "opt": opt, "sched": sched}
+    config = dict(steps=steps, lr=lr, weight_decay=weight_decay, momentum=momentum, optimizer=optimizer,
+                  augmentation=augmentation, seed=seed)
+    device = device_of(model)
+
+    def train_step(step: int) -> float:
+        rng = step_rng(seed, step)
+        images, labels = batches(step)[:2]
+        if augmentation:
+            images, labels, _ = augment(images, labels, rng)
+        logits = model(to_tensor(images).to(device))
+        loss = F.cross_entropy(logits, torch.from_numpy(labels).long().to(device), ignore_index=IGNORE_INDEX)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
-        losses.append(loss.item())
+        return loss.item()
+
+    model.train()
+    losses = run_steps(train_step, steps, parts, config, ckpt, ckpt_every, stop_after, desc)
     model.eval()
     return losses
 
@@ -60,5 +153,14 @@ def train_supervised(model: torch.nn.Module, batches: Batches, steps: int, lr: f
 def predict(model: torch.nn.Module, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
     """Label maps (N, H, W) uint8 for uint8 images (N, H, W, 3)."""
     model.eval()
-    out = [model(to_tensor(images[i:i + batch_size])).argmax(1) for i in range(0, len(images), batch_size)]
+    out = [model(to_tensor(images[i:i + batch_size]).to(device_of(model))).argmax(1).cpu()
+           for i in range(0, len(images), batch_size)]
     return torch.cat(out).byte().numpy()
+
+
+def evaluate(model: torch.nn.Module | Callable[[np.ndarray], np.ndarray], images: np.ndarray,
+             labels: np.ndarray, num_classes: int) -> dict:
+    """Per-class IoU, mIoU and pixel accuracy (``metrics.scores``, 255 ignored) of a model, or of a
+    function images -> label maps such as ``beco.predict_ensemble`` with its networks bound."""
+    pred = predict(model, images) if isinstance(model, torch.nn.Module) else model(images)
+    return scores(confusion_matrix(pred, labels, num_classes))

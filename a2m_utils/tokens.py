@@ -9,7 +9,7 @@ word-level tokenizers alike (and is checked against the tokenization of the whol
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 
 from .classes import ClassVocab
@@ -58,6 +58,31 @@ def _matches(phrase: str, seq: Sequence[str], i: int) -> int:
     return len(parts) if w in (last, last + "s", last + "es") else 0
 
 
+def _mentions(seq: Sequence[str], vocab: ClassVocab, attributes: Collection[str] = ()) -> Iterator[tuple[str, int, int]]:
+    """(class, first word, stop word) of each mention in a word sequence; longer phrases win
+    ("potted plant" over "plant"); a mention starts at the ``attributes`` right before it."""
+    phrases = sorted(((p, name) for name in vocab.names[1:] for p in vocab.phrases(name)),
+                     key=lambda pn: -len(pn[0].split()))
+    i = 0
+    while i < len(seq):
+        hit = next(((n, name) for p, name in phrases if (n := _matches(p, seq, i))), None)
+        if hit is None:
+            i += 1
+            continue
+        n, name = hit
+        first = i
+        while first > 0 and seq[first - 1] in attributes:
+            first -= 1
+        yield name, first, i + n
+        i += n
+
+
+def mentioned_classes(text: str, vocab: ClassVocab) -> tuple[str, ...]:
+    """The classes a text names (by name or synonym), in vocabulary order; no tokenizer needed."""
+    named = {name for name, _, _ in _mentions(_WORD.findall(text.lower()), vocab)}
+    return tuple(n for n in vocab.names if n in named)
+
+
 def class_positions(
     prompt: str,
     tokenizer,
@@ -74,26 +99,11 @@ def class_positions(
     no class is named, or when a class of ``expected`` is not.
     """
     ws = words(prompt, tokenizer)
-    seq = [w.text for w in ws]
     limit = getattr(tokenizer, "model_max_length", 10**9) - 1
-    phrases = sorted(
-        ((p, name) for name in vocab.names[1:] for p in vocab.phrases(name)),
-        key=lambda pn: -len(pn[0].split()),
-    )
     found: dict[str, list[int]] = {}
-    i = 0
-    while i < len(seq):
-        hit = next(((n, name) for p, name in phrases if (n := _matches(p, seq, i))), None)
-        if hit is None:
-            i += 1
-            continue
-        n, name = hit
-        first = i
-        while first > 0 and seq[first - 1] in attributes:
-            first -= 1
-        span = [t for w in ws[first:i + n] for t in range(w.start, w.stop) if t < limit]
+    for name, first, stop in _mentions([w.text for w in ws], vocab, attributes):
+        span = [t for w in ws[first:stop] for t in range(w.start, w.stop) if t < limit]
         found.setdefault(name, []).extend(span)
-        i += n
     found = {name: sorted(set(pos)) for name, pos in found.items() if pos}
     if not found:
         raise NoClassInPromptError(f"prompt {prompt!r} names no class of the vocabulary")

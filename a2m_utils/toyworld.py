@@ -1,6 +1,6 @@
 """The toy world: seeded scenes of coloured shapes with exact label maps and captions.
 
-A scene is 1-3 shapes (classes of ``classes.TOY``) in distinct (shape, colour) pairs,
+A scene is 1-3 (by default 1-2) shapes (classes of ``classes.TOY``) in distinct (shape, colour) pairs,
 drawn in order so that later shapes cover earlier ones; every shape keeps at least
 ``MIN_VISIBLE`` of its own area. Two background styles: the light ``source`` domain
 the toy model is trained on and the dark, striped ``target`` domain it never sees.
@@ -26,12 +26,12 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 }
 DOMAINS = ("source", "target")
 DOMAIN_TOKEN = "sks"
-TEMPLATES = (
-    "{objects}",
+CAPTION_TEMPLATE = "{objects}"
+TEMPLATES = (  # prompt templates beyond the training captions, e.g. the paper's ImageNet-S one
     "a picture of {objects}",
     "a photo of {objects} with a background",
 )
-TARGET_TEMPLATE = "a picture of {objects} in {token} world"
+TARGET_TEMPLATE = "{objects} in {token} world"  # objects first: the causal text encoder keeps their tokens as in training
 MIN_VISIBLE = 0.5
 
 
@@ -136,7 +136,7 @@ def sample_scene(
     n_objects: int | None = None,
     domain: str = "source",
     shapes: tuple[str, ...] | None = None,
-    max_objects: int = 3,
+    max_objects: int = 2,
 ) -> Scene:
     """Draw a random scene; ``shapes`` fixes the classes (in drawing order)."""
     if shapes is not None:
@@ -174,9 +174,10 @@ def render(scene: Scene, size: int) -> tuple[np.ndarray, np.ndarray]:
     return image, label
 
 
-def caption(scene: Scene, rng: np.random.Generator, synonym_p: float = 0.25,
+def caption(scene: Scene, rng: np.random.Generator, synonym_p: float = 0.0,
             template: str | None = None) -> str:
-    """A caption naming every object with its colour, in random order; target scenes get the domain token."""
+    """A caption naming every object with its colour, in random order ("a red circle and a blue
+    square"); target scenes get the domain token. ``synonym_p``: chance of a class synonym."""
     words = []
     for k in rng.permutation(len(scene.objects)):
         obj = scene.objects[k]
@@ -186,7 +187,7 @@ def caption(scene: Scene, rng: np.random.Generator, synonym_p: float = 0.25,
         words.append(f"{article} {obj.colour} {name}")
     objects = words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
     if template is None:
-        template = TARGET_TEMPLATE if scene.domain == "target" else str(rng.choice(TEMPLATES))
+        template = TARGET_TEMPLATE if scene.domain == "target" else CAPTION_TEMPLATE
     return template.format(objects=objects, token=DOMAIN_TOKEN)
 
 
@@ -201,7 +202,7 @@ def make_sample(seed: int, size: int = 32, domain: str = "source", **scene_kwarg
 def vocabulary() -> list[str]:
     """Every word a toy caption or template prompt can hold (the toy tokenizer's vocabulary)."""
     words = {"a", "an", "and", ",", DOMAIN_TOKEN, *COLOURS}
-    for t in (*TEMPLATES, TARGET_TEMPLATE):
+    for t in (*TEMPLATES, CAPTION_TEMPLATE, TARGET_TEMPLATE):
         words |= set(t.replace("{objects}", "").replace("{token}", "").split())
     for name in TOY.names[1:]:
         for phrase in TOY.phrases(name):

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
 from . import toyworld
+from .atomic import save_torch
 from .attention_probe import rendered_attention_variants
 from .images import to_tensor
 from .toymodel import new_toy
@@ -44,12 +44,6 @@ def batch(seed: int, step: int, size: int, p_uncond: float) -> tuple[torch.Tenso
     samples = [toyworld.make_sample(base + i) for i in range(size)]
     captions = [("" if rng.random() < p_uncond else s.caption) for s in samples]
     return to_tensor(np.stack([s.image for s in samples])), captions
-
-
-def _save_atomic(obj: dict, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 class Trainer:
@@ -107,7 +101,7 @@ class Trainer:
                 "init_from": str(self.init_from) if self.init_from else None}
 
     def checkpoint(self) -> None:
-        _save_atomic({
+        save_torch({
             "config": self.config, "step": self.step, "best": self.best, "wall_s": self.wall_s,
             "unet": self.model.unet.state_dict(), "text_encoder": self.model.text_encoder.state_dict(),
             "opt": self.opt.state_dict(), "sched": self.sched.state_dict(), "ema": self.ema.state_dict(),

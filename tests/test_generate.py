@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import torch
+from conftest import clip_tokenizer
 from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline
 from transformers import CLIPTextConfig, CLIPTextModel
 
@@ -8,7 +9,6 @@ from a2m_utils.backends import load_backend, load_stable_diffusion
 from a2m_utils.generate import generate
 from a2m_utils.sd import TINY_SD_UNET_CONFIG, sd_unet
 from a2m_utils.toymodel import new_toy
-from conftest import clip_tokenizer
 
 
 @pytest.fixture(scope="module")

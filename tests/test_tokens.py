@@ -1,11 +1,12 @@
 import pytest
+from conftest import clip_tokenizer
 from transformers import CLIPTokenizer, CLIPTokenizerFast
 
 from a2m_utils.classes import TOY, VOC
-from conftest import clip_tokenizer
+from a2m_utils.tokens import NoClassInPromptError, class_positions, map_prompts, words
 from a2m_utils.toymodel import build_tokenizer
 from a2m_utils.toyworld import COLOURS
-from a2m_utils.tokens import NoClassInPromptError, class_positions, map_prompts, words
+
 
 @pytest.fixture(scope="module", params=[CLIPTokenizer, CLIPTokenizerFast])
 def clip(request, tmp_path_factory):

@@ -3,8 +3,8 @@ import pytest
 
 from a2m_utils import toyworld
 from a2m_utils.classes import TOY
-from a2m_utils.toymodel import MAX_TOKENS, build_tokenizer
 from a2m_utils.tokens import class_positions
+from a2m_utils.toymodel import MAX_TOKENS, build_tokenizer
 
 
 def test_deterministic():

@@ -1,0 +1,197 @@
+"""DreamBooth-LoRA domain adaptation (the paper's attn2mask-LoRA, Table 4, Fig. 6), for any back-end.
+
+A low-rank adapter (peft ``LoraConfig``, as in diffusers' ``train_dreambooth_lora.py``) on the
+U-Net's attention projections, and optionally on the text encoder's, is trained with the
+DDPM epsilon loss on unlabeled target-domain images and one instance prompt that names
+only the domain token. The images carry no labels, so the prompt cannot name their
+objects: the token ("sks") is to absorb the domain's look, while the object words, absent
+from fine-tuning, keep their meaning and (as the paper's Fig. 6 finds) their attention; at
+generation the target template names both ("a red circle in sks world"). Every random draw of a step comes
+from generators seeded by (seed, step), so a run resumed from its checkpoint continues
+exactly as an uninterrupted one. Adapters are saved in diffusers' LoRA format.
+
+    add_lora(backend)
+    train_lora(backend, images, TOY_INSTANCE_PROMPT, "runs/lora")
+    save_lora(backend, "models/toy-lora")
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers.loaders import StableDiffusionLoraLoaderMixin as LoraFormat
+from diffusers.training_utils import cast_training_params
+from diffusers.utils import convert_state_dict_to_diffusers
+from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
+from tqdm.auto import tqdm
+
+from .atomic import save_torch
+from .backends import Backend
+from .images import to_tensor
+from .toyworld import DOMAIN_TOKEN
+
+UNET_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
+TEXT_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
+ADAPTER = "default"
+DREAMBOOTH_STEPS, DREAMBOOTH_LR = 500, 1e-4  # the diffusers README example (batch 1)
+TOY_INSTANCE_PROMPT = f"in {DOMAIN_TOKEN} world"  # TARGET_TEMPLATE without objects
+SEED_STRIDE = 10**6
+
+
+def lora_parameters(backend: Backend) -> dict[str, torch.nn.Parameter]:
+    """The LoRA weights of the U-Net and the text encoder, by qualified name."""
+    return {f"{part}.{name}": p for part in ("unet", "text_encoder")
+            for name, p in getattr(backend, part).named_parameters() if ".lora_" in name}
+
+
+def _train_only_lora(backend: Backend) -> None:
+    for model in (backend.unet, backend.text_encoder, backend.vae):
+        if model is not None:
+            model.requires_grad_(False)
+    for p in lora_parameters(backend).values():
+        p.requires_grad_(True)
+
+
+def add_lora(backend: Backend, rank: int = 4, alpha: float = 4, text_encoder: bool = False,
+             seed: int = 0) -> None:
+    """Attach LoRA (Gaussian A, zero B: the model is unchanged until trained) and freeze the rest.
+
+    LoRA weights are kept in float32 when the model is half precision, as diffusers' script does.
+    """
+    config = dict(r=rank, lora_alpha=alpha, init_lora_weights="gaussian")
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        backend.unet.add_adapter(LoraConfig(**config, target_modules=UNET_TARGETS), adapter_name=ADAPTER)
+        if text_encoder:  # peft directly: transformers 5's add_adapter asks for peft >= 0.22
+            inject_adapter_in_model(LoraConfig(**config, target_modules=TEXT_TARGETS), backend.text_encoder, ADAPTER)
+    _train_only_lora(backend)
+    cast_training_params([backend.unet, backend.text_encoder], dtype=torch.float32)
+
+
+def _latents(backend: Backend, images: np.ndarray) -> torch.Tensor:
+    """uint8 images to the U-Net's input space (VAE latent means, scaled, for a latent model)."""
+    x = to_tensor(images).to(backend.device)
+    if backend.vae is None:
+        return x.to(backend.unet.dtype)
+    with torch.no_grad():
+        latents = backend.vae.encode(x.to(backend.vae.dtype)).latent_dist.mean
+    return (latents * backend.vae.config.scaling_factor).to(backend.unet.dtype)
+
+
+def lora_loss(backend: Backend, images: np.ndarray, prompts: list[str], generator: torch.Generator) -> torch.Tensor:
+    """DDPM epsilon loss ||eps - eps_theta(sqrt(a_t) x0 + sqrt(1 - a_t) eps, t, c)||^2 of one batch."""
+    x0 = _latents(backend, images)
+    noise = torch.randn(x0.shape, generator=generator).to(x0)
+    t = torch.randint(0, backend.scheduler.config.num_train_timesteps, (len(x0),), generator=generator).to(x0.device)
+    context = backend.encode(prompts).to(backend.unet.dtype)
+    pred = backend.unet(backend.scheduler.add_noise(x0, noise, t), t, context).sample
+    return F.mse_loss(pred.float(), noise.float())
+
+
+def _batch(images: np.ndarray, prompt: str, seed: int, step: int, size: int,
+           p_uncond: float) -> tuple[np.ndarray, list[str]]:
+    """The images and prompts of one step; prompts dropped to "" with ``p_uncond``."""
+    rng = np.random.default_rng([seed, step])
+    idx = rng.choice(len(images), size=size, replace=size > len(images))
+    return images[idx], ["" if rng.random() < p_uncond else prompt for _ in idx]
+
+
+def _check_images(backend: Backend, images: np.ndarray) -> None:
+    s = backend.image_size
+    if images.ndim != 4 or images.shape[1:] != (s, s, 3) or images.dtype != np.uint8:
+        raise ValueError(f"expected uint8 images (N, {s}, {s}, 3), got {images.dtype} {images.shape}")
+
+
+def train_lora(
+    backend: Backend,
+    images: np.ndarray,
+    instance_prompt: str,
+    run_dir: str | Path,
+    steps: int = DREAMBOOTH_STEPS,
+    lr: float = DREAMBOOTH_LR,
+    batch_size: int = 1,
+    seed: int = 0,
+    p_uncond: float = 0.0,
+    ckpt_every: int = 50,
+) -> list[float]:
+    """Train the LoRA of ``add_lora`` on unlabeled images (N, H, W, 3) uint8; returns the losses of all steps.
+
+    AdamW (weight decay 1e-2, gradients clipped to norm 1, constant lr, as diffusers' script) over the
+    LoRA weights only. ``run_dir/checkpoint.pt`` (LoRA weights, optimiser, step, losses) is written
+    atomically every ``ckpt_every`` steps and at the end; an interrupted run called again resumes
+    from it, and a finished one only restores its weights.
+    """
+    params = lora_parameters(backend)
+    if not params:
+        raise ValueError("the back-end has no LoRA: call add_lora first")
+    if backend.scheduler.config.prediction_type != "epsilon":
+        raise ValueError(f"only epsilon prediction is supported, not {backend.scheduler.config.prediction_type!r}")
+    _check_images(backend, images)
+    config = {"prompt": instance_prompt, "steps": steps, "lr": lr, "batch_size": batch_size, "seed": seed,
+              "p_uncond": p_uncond, "lora": {k: list(p.shape) for k, p in params.items()},
+              "images": hashlib.sha1(np.ascontiguousarray(images).tobytes()).hexdigest()}
+    opt = torch.optim.AdamW(params.values(), lr=lr, weight_decay=1e-2)
+    ckpt = Path(run_dir) / "checkpoint.pt"
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
+    step, losses = _resume(ckpt, config, params, opt) if ckpt.exists() else (0, [])
+    bar = tqdm(total=steps, initial=step, desc="LoRA")
+    while step < steps:
+        x, prompts = _batch(images, instance_prompt, seed, step, batch_size, p_uncond)
+        loss = lora_loss(backend, x, prompts, torch.Generator().manual_seed(seed * SEED_STRIDE + step))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params.values(), 1.0)
+        opt.step()
+        step += 1
+        losses.append(loss.item())
+        bar.update(1)
+        bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        if step % ckpt_every == 0 or step == steps:
+            save_torch({"config": config, "step": step, "losses": losses, "opt": opt.state_dict(),
+                          "lora": {k: p.detach().clone() for k, p in params.items()}}, ckpt)
+    bar.close()
+    return losses
+
+
+def _resume(ckpt: Path, config: dict, params: dict[str, torch.nn.Parameter],
+            opt: torch.optim.Optimizer) -> tuple[int, list[float]]:
+    state = torch.load(ckpt, weights_only=True)
+    differ = sorted(k for k in config if state["config"].get(k) != config[k])
+    if differ:
+        raise ValueError(f"{ckpt} was made with other settings or data: {differ} differ")
+    with torch.no_grad():
+        for name, p in params.items():
+            p.copy_(state["lora"][name])
+    opt.load_state_dict(state["opt"])
+    return state["step"], state["losses"]
+
+
+def save_lora(backend: Backend, folder: str | Path) -> None:
+    """``folder/pytorch_lora_weights.safetensors`` in diffusers' LoRA format (loadable with
+    ``pipe.load_lora_weights``), with each adapter's ``LoraConfig`` as metadata (keeps alpha)."""
+    unet = convert_state_dict_to_diffusers(get_peft_model_state_dict(backend.unet, adapter_name=ADAPTER))
+    text, text_config = None, None
+    if any(k.startswith("text_encoder.") for k in lora_parameters(backend)):
+        te = backend.text_encoder
+        text = convert_state_dict_to_diffusers(get_peft_model_state_dict(te, adapter_name=ADAPTER))
+        if not hasattr(te, "text_model"):  # transformers 5 flattens CLIPTextModel; keep the usual key names
+            text = {f"text_model.{k}": v for k, v in text.items()}
+        text_config = te.peft_config[ADAPTER].to_dict()
+    LoraFormat.save_lora_weights(
+        folder, unet_lora_layers=unet, text_encoder_lora_layers=text,
+        unet_lora_adapter_metadata=backend.unet.peft_config[ADAPTER].to_dict(),
+        text_encoder_lora_adapter_metadata=text_config,
+    )
+
+
+def load_lora(backend: Backend, folder: str | Path) -> None:
+    """Load a folder in diffusers' LoRA format (e.g. from ``save_lora``) into a back-end without LoRA."""
+    state, alphas, metadata = LoraFormat.lora_state_dict(str(folder), return_lora_metadata=True)
+    LoraFormat.load_lora_into_unet(state, alphas, backend.unet, adapter_name=ADAPTER, metadata=metadata)
+    LoraFormat.load_lora_into_text_encoder(state, alphas, backend.text_encoder, adapter_name=ADAPTER,
+                                           metadata=metadata)
+    _train_only_lora(backend)

@@ -1,0 +1,167 @@
+"""Null-text inversion (Mokady et al. 2022) for any back-end, and attention of a real image.
+
+``invert(backend, image, prompt)`` inverts the image with DDIM under the conditional
+embedding alone, optimises one unconditional ("null") embedding per step so that the
+guided DDIM path retraces the inversion, then regenerates the image with those
+embeddings while capturing its cross-attention. Nothing is random.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import DDIMInverseScheduler, DDIMScheduler
+
+from .attention import Steps, capture_attention
+from .backends import Backend
+from .images import to_tensor, to_uint8
+
+NTI_STEPS = 50  # DDIM steps (Mokady et al.)
+NTI_GUIDANCE = 7.5
+
+
+@dataclass
+class Inversion:
+    image: np.ndarray  # (H, W, 3) uint8, the reconstruction (with the null embeddings when optimised)
+    attention: np.ndarray  # (tokens, h, w) float32, captured while reconstructing
+    steps_used: list[tuple[int, int]]  # (step index, scheduler timestep) the maps came from
+    ddim_error: float  # MSE on [0, 1] of the guided reconstruction after plain DDIM inversion
+    nti_error: float | None  # the same after null-text optimisation (None when not run)
+    latent_T: torch.Tensor  # (1, C, h, w) the inverted noise
+    null_embeddings: list[torch.Tensor]  # one (1, tokens, width) per step; the empty prompt's without NTI
+
+
+def schedulers(backend: Backend, num_steps: int) -> tuple[DDIMScheduler, DDIMInverseScheduler]:
+    """DDIM and its inverse on the back-end's noise schedule (clip_sample and set_alpha_to_one off)."""
+    kw = dict(clip_sample=False, set_alpha_to_one=False)
+    ddim = DDIMScheduler.from_config(backend.scheduler.config, **kw)
+    inverse = DDIMInverseScheduler.from_config(backend.scheduler.config, **kw)
+    ddim.set_timesteps(num_steps)
+    inverse.set_timesteps(num_steps)
+    return ddim, inverse
+
+
+@torch.no_grad()
+def image_to_latent(backend: Backend, image: np.ndarray) -> torch.Tensor:
+    """A uint8 image (H, W, 3) as a (1, C, h, w) latent: itself in [-1, 1], or the VAE's scaled mean."""
+    if image.shape[:2] != (backend.image_size,) * 2:
+        raise ValueError(f"image is {image.shape[:2]}, the model works at {backend.image_size}x{backend.image_size}")
+    x = to_tensor(image[None]).to(backend.device)
+    if backend.vae is None:
+        return x
+    return backend.vae.encode(x.to(backend.vae.dtype)).latent_dist.mean.float() * backend.vae.config.scaling_factor
+
+
+def _eps(backend: Backend, latent: torch.Tensor, t, context: torch.Tensor) -> torch.Tensor:
+    """Noise prediction for each context in the batch, latent repeated to match."""
+    x = latent.expand(len(context), -1, -1, -1).to(backend.unet.dtype)
+    return backend.unet(x, t, context.to(backend.unet.dtype)).sample.float()
+
+
+def _guided_step(backend: Backend, sched: DDIMScheduler, latent: torch.Tensor, t, null: torch.Tensor,
+                 eps_cond: torch.Tensor, guidance_scale: float) -> torch.Tensor:
+    """One guided DDIM step with a given null embedding (differentiable in ``null``)."""
+    eps_null = _eps(backend, latent, t, null)
+    eps = eps_null + guidance_scale * (eps_cond - eps_null)
+    return sched.step(eps, t, latent).prev_sample
+
+
+@torch.no_grad()
+def ddim_invert(backend: Backend, latent: torch.Tensor, prompt: str, num_steps: int) -> list[torch.Tensor]:
+    """DDIM inversion with the conditional embedding only: [z_0 = latent, z_1, ..., z_T]."""
+    _, inverse = schedulers(backend, num_steps)
+    cond = backend.encode([prompt])
+    trajectory = [latent.float()]
+    for t in inverse.timesteps:
+        eps = _eps(backend, trajectory[-1], t, cond)
+        trajectory.append(inverse.step(eps, t, trajectory[-1]).prev_sample)
+    return trajectory
+
+
+def null_text_optimise(
+    backend: Backend,
+    trajectory: Sequence[torch.Tensor],
+    prompt: str,
+    guidance_scale: float = NTI_GUIDANCE,
+    inner_steps: int = 10,
+    lr: float = 1e-2,
+) -> list[torch.Tensor]:
+    """Per step i, Adam on the null embedding (lr * (1 - i/100), at most ``inner_steps``) so the
+    guided DDIM step from the current latent lands on the inverted z_{T-i-1}; stops early
+    when the loss < 1e-5 + i * 2e-5. One embedding per step, in sampling order."""
+    num_steps = len(trajectory) - 1
+    sched, _ = schedulers(backend, num_steps)
+    with torch.no_grad():
+        cond = backend.encode([prompt]).float()
+        null = backend.encode([""]).float()
+    latent, nulls = trajectory[-1], []
+    for i, t in enumerate(sched.timesteps):
+        target = trajectory[num_steps - i - 1]
+        with torch.no_grad():
+            eps_cond = _eps(backend, latent, t, cond)
+        null = null.detach().clone().requires_grad_(True)  # Adam updates in place; keep the stored ones
+        opt = torch.optim.Adam([null], lr=lr * (1 - i / 100))
+        for _ in range(inner_steps):
+            loss = F.mse_loss(_guided_step(backend, sched, latent, t, null, eps_cond, guidance_scale), target)
+            (null.grad,) = torch.autograd.grad(loss, null)  # no gradients for (or on) the model's weights
+            opt.step()
+            if loss.item() < 1e-5 + i * 2e-5:
+                break
+        nulls.append(null.detach())
+        with torch.no_grad():
+            latent = _guided_step(backend, sched, latent, t, null, eps_cond, guidance_scale)
+    return nulls
+
+
+@torch.no_grad()
+def regenerate(
+    backend: Backend,
+    latent_T: torch.Tensor,
+    prompt: str,
+    null_embeddings: Sequence[torch.Tensor],
+    guidance_scale: float = NTI_GUIDANCE,
+    capture_steps: Steps = None,
+) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
+    """Guided DDIM from ``latent_T`` with one null embedding per step, capturing cross-attention:
+    the image (H, W, 3) uint8, the maps (tokens, h, w) and the steps they came from."""
+    sched, _ = schedulers(backend, len(null_embeddings))
+    cond = backend.encode([prompt]).float()
+    latent = latent_T
+    with capture_attention(backend.unet, steps=capture_steps, guidance=True) as store:
+        for t, null in zip(sched.timesteps, null_embeddings):
+            eps_null, eps_cond = _eps(backend, latent, t, torch.cat([null, cond])).chunk(2)
+            latent = sched.step(eps_null + guidance_scale * (eps_cond - eps_null), t, latent).prev_sample
+    image = to_uint8(backend.decode(latent))[0]
+    return image, store.cross_attention()[0].cpu().numpy(), store.steps_used
+
+
+def _mse(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.mean((a / 255.0 - b / 255.0) ** 2))
+
+
+def invert(
+    backend: Backend,
+    image: np.ndarray,
+    prompt: str,
+    num_steps: int = NTI_STEPS,
+    guidance_scale: float = NTI_GUIDANCE,
+    null_text: bool = True,
+    capture_steps: Steps = None,
+    inner_steps: int = 10,
+    lr: float = 1e-2,
+) -> Inversion:
+    """Reconstruction and cross-attention of a real uint8 image (H, W, 3) under ``prompt``."""
+    trajectory = ddim_invert(backend, image_to_latent(backend, image), prompt, num_steps)
+    with torch.no_grad():
+        empty = [backend.encode([""]).float()] * num_steps
+    recon, attn, used = regenerate(backend, trajectory[-1], prompt, empty, guidance_scale, capture_steps)
+    ddim_error, nti_error, nulls = _mse(recon, image), None, empty
+    if null_text:
+        nulls = null_text_optimise(backend, trajectory, prompt, guidance_scale, inner_steps, lr)
+        recon, attn, used = regenerate(backend, trajectory[-1], prompt, nulls, guidance_scale, capture_steps)
+        nti_error = _mse(recon, image)
+    return Inversion(recon, attn, used, ddim_error, nti_error, trajectory[-1], nulls)

@@ -1,0 +1,67 @@
+import numpy as np
+import pytest
+import torch
+from conftest import clip_tokenizer
+from diffusers import AutoencoderKL, DDPMScheduler
+from transformers import CLIPTextConfig, CLIPTextModel
+
+from a2m_utils.backends import Backend, load_backend
+from a2m_utils.nti import invert
+from a2m_utils.sd import TINY_SD_UNET_CONFIG, sd_unet
+from a2m_utils.toyworld import make_sample
+
+# Few steps, few inner steps and a larger learning rate than the paper's 1e-2, to run in seconds.
+FAST = dict(num_steps=4, guidance_scale=3.0, inner_steps=2, lr=0.1)
+
+
+@pytest.fixture(scope="module")
+def toy():
+    return load_backend("toy")
+
+
+@pytest.fixture(scope="module")
+def tiny_sd(tmp_path_factory):
+    """A tiny random Stable Diffusion back-end with a VAE (latents 4 x 16 x 16 for 32 x 32 images)."""
+    tok = clip_tokenizer(tmp_path_factory.mktemp("tok"), max_length=16)
+    torch.manual_seed(0)
+    text = CLIPTextModel(CLIPTextConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32,
+                                        num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=16,
+                                        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id))
+    vae = AutoencoderKL(block_out_channels=(8, 8), down_block_types=("DownEncoderBlock2D",) * 2,
+                        up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=4)
+    sched = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1)
+    return Backend(sd_unet(TINY_SD_UNET_CONFIG), text, tok, sched, vae, name="tiny-sd")
+
+
+def test_null_text_beats_plain_ddim_inversion_on_toy(toy):
+    s = make_sample(1)
+    inv = invert(toy, s.image, s.caption, **FAST)
+    assert inv.nti_error < 0.7 * inv.ddim_error, (inv.ddim_error, inv.nti_error)
+    assert inv.image.shape == (32, 32, 3) and inv.image.dtype == np.uint8
+    assert inv.attention.shape == (24, 32, 32)
+    np.testing.assert_allclose(inv.attention.sum(0), 1, atol=1e-4)
+    assert [i for i, _ in inv.steps_used] == [0, 1, 2, 3] and len(inv.null_embeddings) == 4
+    assert inv.latent_T.shape == (1, 3, 32, 32)
+    assert all(p.grad is None for p in toy.unet.parameters())
+
+
+def test_plain_inversion_is_deterministic_and_captures_chosen_steps(toy):
+    s = make_sample(2)
+    a = invert(toy, s.image, s.caption, num_steps=4, guidance_scale=3.0, null_text=False, capture_steps=2)
+    b = invert(toy, s.image, s.caption, num_steps=4, guidance_scale=3.0, null_text=False, capture_steps=2)
+    assert a.nti_error is None and a.steps_used == [(2, 250)]
+    assert np.array_equal(a.image, b.image) and np.array_equal(a.attention, b.attention)
+
+
+def test_stable_diffusion_end_to_end(tiny_sd):
+    image = make_sample(0).image
+    inv = invert(tiny_sd, image, "a photo of a dog", num_steps=2, guidance_scale=3.0, inner_steps=2)
+    assert inv.image.shape == (32, 32, 3) and inv.image.dtype == np.uint8
+    assert inv.attention.shape == (16, 16, 16) and inv.latent_T.shape == (1, 4, 16, 16)
+    assert inv.steps_used == [(0, 501), (1, 1)]
+    assert np.isfinite([inv.ddim_error, inv.nti_error]).all() and len(inv.null_embeddings) == 2
+
+
+def test_image_of_the_wrong_size(toy):
+    with pytest.raises(ValueError, match="the model works at 32x32"):
+        invert(toy, np.zeros((64, 64, 3), np.uint8), "a red circle", num_steps=2)
