@@ -16,7 +16,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from .classes import IGNORE_INDEX
 from .images import to_tensor
-from .segmentation import augment, build, device_of, run_steps, step_rng
+from .segmentation import augment, build, device_of, make_optimizer, run_steps, step_rng
 
 BOUNDARY_WEIGHT = 0.2
 # step -> (images uint8 NHWC, pseudo-labels NHW uint8, reliability NHW bool)
@@ -119,17 +119,17 @@ def _mixed_batch(net_a: torch.nn.Module, net_b: torch.nn.Module, x: torch.Tensor
 def train_beco(net_a: torch.nn.Module, net_b: torch.nn.Module, batches: BecoBatches, steps: int, warmup: int,
                lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 1e-4, threshold: float = 0.95,
                augmentation: bool = True, jitter: float = 0.0, seed: int = 0, ckpt: Path | None = None,
-               ckpt_every: int = 100, stop_after: int | None = None, desc: str = "BECO") -> list[dict]:
+               ckpt_every: int = 100, stop_after: int | None = None, desc: str = "BECO",
+               optimizer: str = "sgd") -> list[dict]:
     """Co-train ``net_a`` and ``net_b`` (``build_pair``) with one SGD optimiser and the poly schedule
     (power 0.9) on ``beco_loss``; mixing as in ``_mixed_batch`` after ``warmup`` steps (BECO: one
     epoch); crop-and-flip ``augment`` of images, labels and reliability, and ``photometric`` jitter of
     strength ``jitter`` (0: none) after mixing. With ``ckpt``, resumes from and saves to that file
     (both networks, optimiser, scheduler, step). Returns the loss terms of every step."""
-    opt = torch.optim.SGD([*net_a.parameters(), *net_b.parameters()], lr=lr, momentum=momentum,
-                          weight_decay=weight_decay)
+    opt = make_optimizer([*net_a.parameters(), *net_b.parameters()], optimizer, lr, weight_decay, momentum)
     sched = torch.optim.lr_scheduler.PolynomialLR(opt, total_iters=steps, power=0.9)
     parts = {"net_a": net_a, "net_b": net_b, "opt": opt, "sched": sched}
-    config = dict(steps=steps, warmup=warmup, lr=lr, momentum=momentum, weight_decay=weight_decay,
+    config = dict(steps=steps, warmup=warmup, lr=lr, optimizer=optimizer, momentum=momentum, weight_decay=weight_decay,
                   threshold=threshold, augmentation=augmentation, jitter=jitter, seed=seed)
     device = device_of(net_a)
 

@@ -6,7 +6,8 @@ builds the pseudo-mask and writes, under one folder::
     JPEGImages/<id>.jpg              the generated image
     SegmentationClass/<id>.png       the pseudo-mask, VOC palette PNG (class ids)
     Reliability/<id>.png             Eq. 6's reliable-pixel map, 0/1
-    Attention/<id>.npz               raw class maps of Eq. 4 (float16) and their class ids
+    Attention/<id>.npz               raw class maps of Eq. 4 (float16), their class ids and, when
+                                     asked, the maps refined by self-attention (``refine``)
     meta/<id>.json                   the sample's manifest line, with the sha256 of its files
     dataset.json                     the settings every sample was made with
     ImageSets/Segmentation/train.txt and manifest.jsonl, written by ``merge``
@@ -40,6 +41,7 @@ from .generate import generate
 from .masks import class_maps
 from .pipeline import mask_from_class_maps
 from .prompts import Prompt
+from .refine import refine_maps
 from .tokens import NoClassInPromptError, class_positions
 
 FOLDERS = {"image": ("JPEGImages", ".jpg"), "label": ("SegmentationClass", ".png"),
@@ -67,9 +69,19 @@ class Settings:
     attributes: tuple[str, ...] = ()
     batch_size: int = 8
     jpeg_quality: int = 95
+    self_attention_res: int | None = None  # also store self-attention-refined maps (Dataset Diffusion)
 
     def to_json(self) -> dict:
         return {**asdict(self), "kit_version": __version__}
+
+
+# Sampling presets: the paper's (Stable Diffusion) and the toy model's (DDIM, maps over all steps).
+PRESETS = {
+    "sd": Settings(model="CompVis/stable-diffusion-v1-4", vocab="voc", num_steps=100, guidance_scale=7.5,
+                   capture_steps=(50,), sampler="ddpm"),
+    "toy": Settings(model="models/toy-t2i", vocab="toy", num_steps=20, guidance_scale=3.0, capture_steps=None,
+                    sampler="ddim", batch_size=16, self_attention_res=16),
+}
 
 
 def sample_id(index: int) -> str:
@@ -176,12 +188,14 @@ class DatasetWriter:
     def write_batch(self, indices: range) -> None:
         s, batch = self.settings, [self.prompts[i] for i in indices]
         gen = generate(self.backend, [p.text for p in batch], [p.seed for p in batch], num_steps=s.num_steps,
-                       guidance_scale=s.guidance_scale, capture_steps=s.capture_steps, sampler_name=s.sampler)
+                       guidance_scale=s.guidance_scale, capture_steps=s.capture_steps, sampler_name=s.sampler,
+                       self_attention_res=s.self_attention_res)
         for k, (i, p) in enumerate(zip(indices, batch)):
-            self.write_sample(i, p, gen.images[k], gen.attention[k], gen.steps_used)
+            affinity = None if gen.self_attention is None else gen.self_attention[k]
+            self.write_sample(i, p, gen.images[k], gen.attention[k], gen.steps_used, affinity)
 
     def write_sample(self, index: int, prompt: Prompt, image: np.ndarray, attn: np.ndarray,
-                     steps_used: list[tuple[int, int]]) -> None:
+                     steps_used: list[tuple[int, int]], affinity: np.ndarray | None = None) -> None:
         s, sid = self.settings, sample_id(index)
         positions = class_positions(prompt.text, self.backend.tokenizer, self.vocab, expected=prompt.classes,
                                     attributes=s.attributes)
@@ -192,7 +206,8 @@ class DatasetWriter:
             "image": _jpeg(image, s.jpeg_quality),
             "label": _png(pm.label, palette=True),
             "reliability": _png(pm.reliability.astype(np.uint8), palette=False),
-            "attention": _npz(maps=raw.astype(np.float16), class_ids=np.asarray(ids, dtype=np.uint8)),
+            "attention": _npz(maps=raw.astype(np.float16), class_ids=np.asarray(ids, dtype=np.uint8),
+                              **({} if affinity is None else {"refined": refine_maps(raw, affinity).astype(np.float16)})),
         }
         hashes = {kind: write_bytes(_path(self.root, kind, sid), data) for kind, data in files.items()}
         meta = {"id": sid, "index": index, "prompt": prompt.text, "seed": prompt.seed,
@@ -257,7 +272,8 @@ def load_sample(root: str | Path, sid: str) -> dict:
     root = Path(root)
     with np.load(_path(root, "attention", sid)) as z:
         maps, ids = z["maps"].astype(np.float32), z["class_ids"].tolist()
+        refined = z["refined"].astype(np.float32) if "refined" in z else None
     return {"image": np.asarray(Image.open(_path(root, "image", sid)).convert("RGB")),
             "label": np.asarray(Image.open(_path(root, "label", sid))),
             "reliability": np.asarray(Image.open(_path(root, "reliability", sid))).astype(bool),
-            "maps": maps, "class_ids": ids, "meta": json.loads((root / "meta" / f"{sid}.json").read_text())}
+            "maps": maps, "refined": refined, "class_ids": ids, "meta": json.loads((root / "meta" / f"{sid}.json").read_text())}

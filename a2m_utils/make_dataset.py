@@ -22,15 +22,9 @@ from accelerate import PartialState
 from . import prompts as prompt_sets
 from .backends import load_backend
 from .classes import CITYSCAPES, TOY, VOC
-from .dataset import DatasetWriter, Settings, merge
+from .dataset import PRESETS, DatasetWriter, Settings, merge
 
 VOCABS = {"toy": TOY, "voc": VOC, "cityscapes": CITYSCAPES}
-# Sampling presets: the paper's (Stable Diffusion) and the toy model's (DDIM, maps over all steps).
-PRESETS = {
-    "sd": Settings(model="", vocab="voc", num_steps=100, guidance_scale=7.5, capture_steps=(50,), sampler="ddpm"),
-    "toy": Settings(model="", vocab="toy", num_steps=50, guidance_scale=3.0, capture_steps=None, sampler="ddim",
-                    batch_size=16),
-}
 
 
 def build_prompts(a: argparse.Namespace) -> list[prompt_sets.Prompt]:

@@ -24,7 +24,7 @@ from .metrics import confusion_matrix, scores
 
 # The paper's segmenter, and a small one that trains on 32x32 toy images on CPU.
 PAPER = dict(arch="DeepLabV3Plus", encoder_name="resnet50")
-TOY = dict(arch="Unet", encoder_name="mobilenet_v2", encoder_depth=3, decoder_channels=(64, 32, 16))
+TOY = dict(arch="Unet", encoder_name="resnet18", encoder_depth=3, decoder_channels=(64, 32, 16))
 
 
 def build(num_classes: int, arch: str = "DeepLabV3Plus", encoder_name: str = "resnet50",
@@ -110,6 +110,16 @@ def run_steps(train_step: Callable[[int], float | dict], steps: int, parts: dict
     return history
 
 
+def make_optimizer(params, name: str = "sgd", lr: float = 0.01, weight_decay: float = 1e-4,
+                   momentum: float = 0.9) -> torch.optim.Optimizer:
+    """The paper's SGD (momentum 0.9, weight decay 1e-4), or Adam (toy segmenters trained from scratch)."""
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {name!r}; expected 'sgd' or 'adam'")
+
+
 def train_supervised(model: torch.nn.Module, batches: Batches, steps: int, lr: float = 0.01,
                      weight_decay: float = 1e-4, momentum: float = 0.9, optimizer: str = "sgd",
                      desc: str = "segmenter", augmentation: bool = False, seed: int = 0,
@@ -118,12 +128,7 @@ def train_supervised(model: torch.nn.Module, batches: Batches, steps: int, lr: f
     """Cross-entropy ignoring 255 with the poly schedule (power 0.9); SGD as in the paper, or Adam;
     optional crop-and-flip ``augment``. With ``ckpt``, resumes from and saves to that file (every
     ``ckpt_every`` steps and at the end, or after step ``stop_after``). Returns the losses."""
-    if optimizer == "sgd":
-        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
-    elif optimizer == "adam":
-        opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    else:
-        raise ValueError(f"unknown optimizer {optimizer!r}; expected 'sgd' or 'adam'")
+    opt = make_optimizer(model.parameters(), optimizer, lr, weight_decay, momentum)
     sched = torch.optim.lr_scheduler.PolynomialLR(opt, total_iters=steps, power=0.9)
     parts = {"model": model, "opt": opt, "sched": sched}
     config = dict(steps=steps, lr=lr, weight_decay=weight_decay, momentum=momentum, optimizer=optimizer,

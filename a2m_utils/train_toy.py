@@ -48,10 +48,12 @@ def batch(seed: int, step: int, size: int, p_uncond: float) -> tuple[torch.Tenso
 
 class Trainer:
     def __init__(self, run: Path, out: Path, steps: int, seed: int, batch_size: int, lr: float,
-                 p_uncond: float, ema_decay: float, warmup: int, init_from: Path | None = None) -> None:
+                 p_uncond: float, ema_decay: float, warmup: int, init_from: Path | None = None,
+                 text_layers: int = 2) -> None:
         self.run, self.out, self.steps, self.seed = run, out, steps, seed
         self.batch_size, self.p_uncond, self.init_from = batch_size, p_uncond, init_from
-        self.model = new_toy(seed)
+        self.text_layers = text_layers
+        self.model = new_toy(seed, text_layers)
         if init_from is not None:
             state = torch.load(init_from, weights_only=False)
             self._load_weights(state)
@@ -98,7 +100,8 @@ class Trainer:
     def config(self) -> dict:
         return {"steps": self.steps, "seed": self.seed, "batch_size": self.batch_size,
                 "p_uncond": self.p_uncond, "lr": self.opt.defaults["lr"],
-                "init_from": str(self.init_from) if self.init_from else None}
+                "init_from": str(self.init_from) if self.init_from else None,
+                **({"text_layers": self.text_layers} if self.text_layers != 2 else {})}
 
     def checkpoint(self) -> None:
         save_torch({
@@ -194,6 +197,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--eval-every", type=int, default=250)
     p.add_argument("--ckpt-every", type=int, default=50)
     p.add_argument("--n-val", type=int, default=64)
+    p.add_argument("--text-layers", type=int, default=2, help="transformer layers of the text encoder")
     p.add_argument("--stop-after", type=int, help="pause after this step (checkpointed; rerun to resume)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--init-from", type=Path, help="start from the weights of another run's checkpoint.pt "
@@ -205,7 +209,7 @@ def main(argv: list[str] | None = None) -> None:
     with (a.run / "command.txt").open("a") as f:
         f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} python -m a2m_utils.train_toy {' '.join(argv or sys.argv[1:])}\n")
     trainer = Trainer(a.run, a.out, a.steps, a.seed, a.batch_size, a.lr, a.p_uncond, a.ema_decay, a.warmup,
-                      a.init_from)
+                      a.init_from, a.text_layers)
     trainer.fit(a.eval_every, a.ckpt_every, a.n_val, a.stop_after)
 
 

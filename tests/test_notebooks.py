@@ -13,6 +13,10 @@ EXPECTED_KEYS = {
     "00_toy_world": {"world", "training"},
     "01_attention_extraction": {"steps_used", "probe_miou_by_timestep"},
     "02_mask_building": {"rendered_attention_miou", "generated_pseudomask_miou", "prompt_fidelity"},
+    "03_postprocessing_ablation": {"table5", "conclusions"},
+    "04_nti_comparison": {"table6", "conclusions", "reconstruction_mse"},
+    "05_lora_adaptation": {"table4", "conclusions"},
+    "06_segmentation_training": {"table1", "table2", "table3"},
 }
 
 
@@ -24,6 +28,7 @@ def test_committed_notebook_is_clean(name):
     assert sum("parameters" in c.metadata.get("tags", []) for c in nb.cells) == 1
     assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith(f"# {name[:2]}")
     assert nb.metadata.kernelspec.name == "python3" and nb.metadata.language_info.name == "python"
+    assert "find_spec(\"a2m_utils\")" in nb.cells[1].source, "the second cell installs the kit (Colab)"
 
 
 def test_profiles_cover_every_notebook():
