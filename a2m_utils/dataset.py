@@ -200,14 +200,17 @@ class DatasetWriter:
         positions = class_positions(prompt.text, self.backend.tokenizer, self.vocab, expected=prompt.classes,
                                     attributes=s.attributes)
         ids = [self.vocab.index(n) for n in positions]
-        raw = class_maps(attn, positions)
-        pm = mask_from_class_maps(raw, ids, image, s.method, s.beta, s.r, s.theta)
+        raw = class_maps(attn, positions).astype(np.float16)
+        jpeg = _jpeg(image, s.jpeg_quality)
+        stored = np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"))
+        # the mask is built from the stored image and maps, so post-processing redone from them is exact
+        pm = mask_from_class_maps(raw.astype(np.float32), ids, stored, s.method, s.beta, s.r, s.theta)
+        extra = {} if affinity is None else {"refined": refine_maps(raw.astype(np.float32), affinity).astype(np.float16)}
         files = {
-            "image": _jpeg(image, s.jpeg_quality),
+            "image": jpeg,
             "label": _png(pm.label, palette=True),
             "reliability": _png(pm.reliability.astype(np.uint8), palette=False),
-            "attention": _npz(maps=raw.astype(np.float16), class_ids=np.asarray(ids, dtype=np.uint8),
-                              **({} if affinity is None else {"refined": refine_maps(raw, affinity).astype(np.float16)})),
+            "attention": _npz(maps=raw, class_ids=np.asarray(ids, dtype=np.uint8), **extra),
         }
         hashes = {kind: write_bytes(_path(self.root, kind, sid), data) for kind, data in files.items()}
         meta = {"id": sid, "index": index, "prompt": prompt.text, "seed": prompt.seed,
@@ -276,4 +279,5 @@ def load_sample(root: str | Path, sid: str) -> dict:
     return {"image": np.asarray(Image.open(_path(root, "image", sid)).convert("RGB")),
             "label": np.asarray(Image.open(_path(root, "label", sid))),
             "reliability": np.asarray(Image.open(_path(root, "reliability", sid))).astype(bool),
-            "maps": maps, "refined": refined, "class_ids": ids, "meta": json.loads((root / "meta" / f"{sid}.json").read_text())}
+            "maps": maps, "refined": refined, "class_ids": ids,
+            "meta": json.loads((root / "meta" / f"{sid}.json").read_text())}

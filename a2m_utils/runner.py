@@ -7,7 +7,7 @@ A profile (``profiles/<name>.yaml``) maps notebook names to papermill parameters
 ``_all`` entry applies to every notebook, and its ``out_dir_root`` (default ``results``)
 is where each notebook writes ``<out_dir_root>/<notebook>/``. Executed notebooks go to
 ``<out_dir_root>/_executed/`` and a run record (parameters, versions, wall time per
-notebook) to ``<out_dir_root>/run_<profile>.json``.
+notebook) to ``<out_dir_root>/run_<profile>.json``; ``REPORT.md`` there is rebuilt at the end.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import papermill as pm
 import yaml
 
 from .report import REPO, output_dir
+from .study_report import build as build_report
 
 PROFILES = REPO / "profiles"
 NOTEBOOKS = REPO / "notebooks"
@@ -68,6 +69,7 @@ def run_profile(profile: str | Path, only: list[str] | None = None, out_root: st
         print(f"{name}: {record['notebooks'][name]['wall_s']} s", flush=True)
     record["wall_s"] = round(time.time() - t_all, 1)
     (root / f"run_{Path(str(profile)).stem}.json").write_text(json.dumps(record, indent=1) + "\n")
+    build_report(root, Path(str(profile)).stem)
     return record
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from a2m_utils import experiments
 from a2m_utils import prompts as prompt_sets
 from a2m_utils.backends import TOY_DEFAULT, load_backend
 from a2m_utils.classes import TOY
@@ -144,3 +145,23 @@ def test_shard_spec_is_checked():
 
     with pytest.raises(SystemExit, match="i/n"):
         main(["--out", "unused", "--shard", "2of4", "--n", "1"])
+
+
+def test_post_processing_redone_from_stored_maps(reference, backend, tmp_path):
+    stored = np.stack([np.asarray(Image.open(p)) for p in sorted((reference / "SegmentationClass").glob("*.png"))])
+    assert np.array_equal(experiments.relabel(reference, "dcrf", beta=SETTINGS.beta), stored)
+    assert not np.array_equal(experiments.relabel(reference, "threshold", theta=64), stored)
+    with pytest.raises(ValueError, match="without self-attention"):
+        experiments.relabel(reference, "refine")
+    refined = replace(SETTINGS, self_attention_res=16)
+    DatasetWriter(tmp_path, backend, TOY, prompt_sets.toy_prompts(2), refined).run(progress=False)
+    merge(tmp_path)
+    labels = experiments.relabel(tmp_path, "refine")
+    assert labels.shape == (2, 32, 32) and set(np.unique(labels)) <= {0, 255, *range(1, TOY.num_classes)}
+
+
+def test_pseudo_mask_scores_skip_ignored_pixels():
+    truth = np.array([[0, 1], [1, 1]], dtype=np.uint8)
+    pred = np.array([[0, 255], [1, 0]], dtype=np.uint8)
+    s = experiments.pseudo_mask_scores(pred, truth, 2)
+    assert s["labelled"] == 0.75 and s["pixel_acc"] == pytest.approx(2 / 3)

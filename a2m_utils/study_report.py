@@ -1,0 +1,77 @@
+"""``REPORT.md``: every table of the paper beside the measured one, with the run that made it.
+
+Built from what the notebooks wrote under one results folder (``metrics.json``, the tables'
+Markdown, the figures) and the runner's record (``run_<profile>.json``); nothing is typed in
+except the paper's own numbers (``paper.py``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from . import paper
+
+SECTIONS = {  # notebook -> (title, measured tables)
+    "02_mask_building": ("Pseudo-mask quality (Eqs. 4-6, Fig. 5)", ()),
+    "06_segmentation_training": ("Tables 1-3: segmentation training", ("table1", "table2", "table3")),
+    "05_lora_adaptation": ("Table 4: domain adaptation with LoRA", ("table4",)),
+    "03_postprocessing_ablation": ("Table 5: post-processing", ("table5",)),
+    "04_nti_comparison": ("Table 6: null-text inversion", ("table6",)),
+}
+KEY_METRICS = ("rendered_attention_miou", "rendered_attention_miou_attributes", "generated_pseudomask_miou",
+               "generated_pseudomask_miou_attributes", "prompt_fidelity", "prompt_fidelity_all_classes_found",
+               "oracle_rendered_miou")
+
+
+def _md_table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows])
+
+
+def paper_tables() -> dict[str, str]:
+    """The paper's Tables 1-6 as Markdown."""
+    t1 = _md_table(["method", *paper.VOC_CLASSES, "mIoU"], [[k, *v] for k, v in paper.TABLE1.items()])
+    t2 = _md_table(["method", "synthetic images", "mIoU"],
+                   [[m, n, v] for m, sizes in paper.TABLE2.items() for n, v in sizes.items()])
+    t3 = _md_table(["method", "images", "mIoU"], [[m, n, v] for m, s in paper.TABLE3.items() for n, v in s.items()])
+    t4 = _md_table(["method", "pixel acc", "mIoU"], [[m, v["acc"], v["miou"]] for m, v in paper.TABLE4.items()])
+    t5 = _md_table(["post-processing", "mIoU"], [[k, v] for k, v in paper.TABLE5.items()])
+    t6 = _md_table(["method", "mIoU"], [[k, v] for k, v in paper.TABLE6.items()])
+    return {"table1": t1, "table2": t2, "table3": t3, "table4": t4, "table5": t5, "table6": t6}
+
+
+def _section(root: Path, name: str, title: str, tables: tuple[str, ...], run: dict, reference: dict) -> list[str]:
+    folder = root / name
+    metrics = json.loads((folder / "metrics.json").read_text())
+    out = [f"## {title}", "", f"Notebook `notebooks/{name}.ipynb`"
+           + (f", {run['notebooks'][name]['wall_s']:.0f} s" if name in run.get("notebooks", {}) else "")
+           + f"; parameters: `{json.dumps(metrics.get('parameters', {}))}`", ""]
+    if name == "02_mask_building":
+        out += [_md_table(["measure", "value"], [[k, metrics.get(k)] for k in KEY_METRICS if k in metrics]), ""]
+    for t in tables:
+        out += [f"**{t}, toy world (measured)**", "", (folder / f"{t}.md").read_text().strip(), "",
+                f"**{t}, paper**", "", reference[t], ""]
+    out += [f"- {c}" for c in metrics.get("conclusions", [])] + [""]
+    out += [f"![{p.stem}]({name}/{p.name})" for p in sorted(folder.glob("*.png"))] + [""]
+    return out
+
+
+def build(root: str | Path, profile: str = "toy") -> Path:
+    """Write ``root/REPORT.md`` from the notebooks' outputs under ``root``."""
+    root = Path(root)
+    record = root / f"run_{profile}.json"
+    run = json.loads(record.read_text()) if record.exists() else {}
+    lines = ["# attn2mask in the toy world: the paper's tables, reproduced", "",
+             f"Made by `python -m a2m_utils.runner --profile {profile}` (the README's main command), "
+             f"started {run.get('started', '?')}, wall time {run.get('wall_s', float('nan')) / 60:.1f} min on "
+             f"this machine; versions: `{json.dumps(run.get('versions', {}))}`.",
+             "Toy-world numbers are fractions (0-1); the paper's are percentages on PASCAL VOC, ImageNet-S "
+             "and Cityscapes with Stable Diffusion 1.4: compare ratios and orderings, not values.", ""]
+    reference = paper_tables()
+    for name, (title, tables) in SECTIONS.items():
+        if (root / name / "metrics.json").exists():
+            lines += _section(root, name, title, tables, run, reference)
+    path = root / "REPORT.md"
+    path.write_text("\n".join(lines))
+    return path
