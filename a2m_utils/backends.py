@@ -18,6 +18,13 @@ TOY_DEFAULT = Path(__file__).resolve().parent.parent / "models" / "toy-t2i"
 PARTS = ("unet", "text_encoder", "tokenizer", "scheduler")
 
 
+def local_causal_mask(length: int, window: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Additive attention mask (1, 1, L, L): token i sees tokens i - window + 1 .. i."""
+    i = torch.arange(length)
+    seen = (i[None, :] <= i[:, None]) & (i[:, None] - i[None, :] < window)
+    return torch.zeros(length, length, dtype=dtype).masked_fill(~seen, torch.finfo(dtype).min)[None, None]
+
+
 @dataclass
 class Backend:
     unet: UNet2DConditionModel
@@ -45,7 +52,9 @@ class Backend:
         """Text embeddings (batch, tokens, width), padded to the tokenizer's length."""
         ids = self.tokenizer(prompts, padding="max_length", truncation=True,
                              max_length=self.tokenizer.model_max_length, return_tensors="pt").input_ids
-        return self.text_encoder(ids.to(self.text_encoder.device))[0]
+        window = getattr(self.text_encoder.config, "attention_window", None)
+        mask = None if window is None else local_causal_mask(ids.shape[1], window, self.text_encoder.dtype)
+        return self.text_encoder(ids.to(self.text_encoder.device), attention_mask=mask)[0]
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents to images in [-1, 1] (the identity for a pixel-space model)."""
@@ -86,7 +95,8 @@ def load_stable_diffusion(model: str | Path = SD_DEFAULT, device: str = "cpu",
     if local and not Path(model).expanduser().is_dir():
         raise FileNotFoundError(f"cannot load the Stable Diffusion checkpoint {str(model)!r}: no such folder")
     try:
-        pipe = StableDiffusionPipeline.from_pretrained(str(Path(model).expanduser()) if local else model, torch_dtype=dtype, safety_checker=None,
+        source = str(Path(model).expanduser()) if local else model
+        pipe = StableDiffusionPipeline.from_pretrained(source, torch_dtype=dtype, safety_checker=None,
                                                        requires_safety_checker=False)
     except (OSError, ValueError) as err:
         raise FileNotFoundError(

@@ -205,7 +205,8 @@ class DatasetWriter:
         stored = np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"))
         # the mask is built from the stored image and maps, so post-processing redone from them is exact
         pm = mask_from_class_maps(raw.astype(np.float32), ids, stored, s.method, s.beta, s.r, s.theta)
-        extra = {} if affinity is None else {"refined": refine_maps(raw.astype(np.float32), affinity).astype(np.float16)}
+        extra = {} if affinity is None else {
+            "refined": refine_maps(raw.astype(np.float32), affinity).astype(np.float16)}
         files = {
             "image": jpeg,
             "label": _png(pm.label, palette=True),

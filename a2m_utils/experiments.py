@@ -191,9 +191,9 @@ def table5_conclusions(rows: Sequence[dict]) -> list[str]:
         f"{max(got['dcrf beta 0'], got['dcrf beta 0.2']):.3f}, the best threshold/Otsu "
         f"{max(got['threshold 64'], got['threshold 128'], got['otsu']):.3f}.",
         f"Ranking here: {' > '.join(ours)}; in the paper: {' > '.join(paper_order)}.",
-        *([f"Self-attention refinement: {got['self-attention refinement']:.3f} vs dCRF beta = 0.2 "
-           f"{got['dcrf beta 0.2']:.3f}: it {'beats' if got['self-attention refinement'] > got['dcrf beta 0.2'] else 'does not beat'} it."]
-          if "self-attention refinement" in got else []),
+        *([f"Self-attention refinement: {refined:.3f} vs dCRF beta = 0.2 {got['dcrf beta 0.2']:.3f}: it "
+           f"{'beats' if refined > got['dcrf beta 0.2'] else 'does not beat'} it."]
+          if (refined := got.get("self-attention refinement")) is not None else []),
     ]
 
 

@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     state = PartialState()
     shard, num_shards = shard_of(a.shard, state)
     backend = load_backend(a.backend, a.model, device=str(state.device))
-    settings = settings_from(a, a.model or ("models/toy-t2i" if a.backend == "toy" else "CompVis/stable-diffusion-v1-4"))
+    settings = settings_from(a, a.model or PRESETS[a.backend].model)
     writer = DatasetWriter(a.out, backend, VOCABS[settings.vocab], build_prompts(a), settings,
                            skip_unknown=a.skip_unknown, repair=a.repair)
     if writer.skipped:

@@ -58,7 +58,8 @@ def _matches(phrase: str, seq: Sequence[str], i: int) -> int:
     return len(parts) if w in (last, last + "s", last + "es") else 0
 
 
-def _mentions(seq: Sequence[str], vocab: ClassVocab, attributes: Collection[str] = ()) -> Iterator[tuple[str, int, int]]:
+def _mentions(seq: Sequence[str], vocab: ClassVocab,
+              attributes: Collection[str] = ()) -> Iterator[tuple[str, int, int]]:
     """(class, first word, stop word) of each mention in a word sequence; longer phrases win
     ("potted plant" over "plant"); a mention starts at the ``attributes`` right before it."""
     phrases = sorted(((p, name) for name in vocab.names[1:] for p in vocab.phrases(name)),

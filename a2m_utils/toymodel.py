@@ -33,11 +33,13 @@ def build_tokenizer(words: list[str] | None = None) -> PreTrainedTokenizerFast:
     )
 
 
-def build_text_encoder(vocab_size: int, width: int = 64, layers: int = 2) -> CLIPTextModel:
-    """A small CLIP text encoder. With ``layers=0`` each token is its word and position embedding
-    alone: no token carries the others' words, so the U-Net can only bind a colour to a shape by
-    attending to both at the same place (uniform attention would give a bag of words)."""
-    config = CLIPTextConfig(
+def build_text_encoder(vocab_size: int, width: int = 64, layers: int = 2, window: int | None = None) -> CLIPTextModel:
+    """A small CLIP text encoder. With ``window`` each token attends only to itself and the
+    ``window - 1`` tokens before it (``Backend.encode`` builds the mask from the config): "circle" in
+    "a red circle and a blue square" carries its colour, but no token carries the whole caption,
+    so the U-Net cannot read the scene from one summary token and has to attend to each object's
+    own words where it draws that object."""
+    config = CLIPTextConfig(attention_window=window,
         vocab_size=vocab_size, hidden_size=width, intermediate_size=2 * width, num_hidden_layers=layers,
         num_attention_heads=2, max_position_embeddings=MAX_TOKENS, projection_dim=width,
         pad_token_id=0, bos_token_id=1, eos_token_id=2,
@@ -62,9 +64,9 @@ def build_scheduler() -> DDPMScheduler:
     return DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", clip_sample=True)
 
 
-def new_toy(seed: int = 0, text_layers: int = 2) -> Backend:
+def new_toy(seed: int = 0, text_layers: int = 2, text_window: int | None = None) -> Backend:
     """A randomly initialised toy model (seeded)."""
     torch.manual_seed(seed)
     tokenizer = build_tokenizer()
-    return Backend(build_unet(), build_text_encoder(len(tokenizer), layers=text_layers), tokenizer,
-                   build_scheduler(), name="toy")
+    return Backend(build_unet(), build_text_encoder(len(tokenizer), layers=text_layers, window=text_window),
+                   tokenizer, build_scheduler(), name="toy")

@@ -31,7 +31,7 @@ TEMPLATES = (  # prompt templates beyond the training captions, e.g. the paper's
     "a picture of {objects}",
     "a photo of {objects} with a background",
 )
-TARGET_TEMPLATE = "{objects} in {token} world"  # objects first: the causal text encoder keeps their tokens as in training
+TARGET_TEMPLATE = "{objects} in {token} world"  # objects first: their tokens stay as in training
 MIN_VISIBLE = 0.5
 
 

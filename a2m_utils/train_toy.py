@@ -8,7 +8,7 @@ continues exactly as an uninterrupted one. Held-out attention quality
 (``attention_probe``) is logged as training goes; the EMA weights that score best are
 exported as the model folder.
 
-    python -m a2m_utils.train_toy --out models/toy-t2i --run runs/toy --steps 6000
+    python -m a2m_utils.train_toy --out models/toy-t2i --run runs/toy-t2i --steps 2400 --threads 2
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from .attention_probe import rendered_attention_variants
 from .images import to_tensor
 from .toymodel import new_toy
 
-TOY_RUNS = [Path(__file__).resolve().parent.parent / "runs" / "toy-t2i" / s for s in ("stage1", "stage2")]
+TOY_RUNS = [Path(__file__).resolve().parent.parent / "runs" / "toy-t2i"]
 VAL_SEED0 = 10**9  # held-out seeds for model selection; training seeds stay below
 TRAIN_SEED_STRIDE = 10**6
 
@@ -49,11 +49,11 @@ def batch(seed: int, step: int, size: int, p_uncond: float) -> tuple[torch.Tenso
 class Trainer:
     def __init__(self, run: Path, out: Path, steps: int, seed: int, batch_size: int, lr: float,
                  p_uncond: float, ema_decay: float, warmup: int, init_from: Path | None = None,
-                 text_layers: int = 2) -> None:
+                 text_layers: int = 1, text_window: int | None = 3) -> None:
         self.run, self.out, self.steps, self.seed = run, out, steps, seed
         self.batch_size, self.p_uncond, self.init_from = batch_size, p_uncond, init_from
-        self.text_layers = text_layers
-        self.model = new_toy(seed, text_layers)
+        self.text_layers, self.text_window = text_layers, text_window
+        self.model = new_toy(seed, text_layers, text_window)
         if init_from is not None:
             state = torch.load(init_from, weights_only=False)
             self._load_weights(state)
@@ -101,7 +101,7 @@ class Trainer:
         return {"steps": self.steps, "seed": self.seed, "batch_size": self.batch_size,
                 "p_uncond": self.p_uncond, "lr": self.opt.defaults["lr"],
                 "init_from": str(self.init_from) if self.init_from else None,
-                **({"text_layers": self.text_layers} if self.text_layers != 2 else {})}
+                "text_layers": self.text_layers, "text_window": self.text_window}
 
     def checkpoint(self) -> None:
         save_torch({
@@ -187,17 +187,19 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, default=Path("models/toy-t2i"), help="exported model folder")
     p.add_argument("--run", type=Path, default=Path("runs/toy"), help="checkpoint and log folder")
-    p.add_argument("--steps", type=int, default=6000)
+    p.add_argument("--steps", type=int, default=2400)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=8e-4)
     p.add_argument("--p-uncond", type=float, default=0.1)
     p.add_argument("--ema-decay", type=float, default=0.999)
-    p.add_argument("--warmup", type=int, default=200)
-    p.add_argument("--eval-every", type=int, default=250)
+    p.add_argument("--warmup", type=int, default=100)
+    p.add_argument("--eval-every", type=int, default=200)
     p.add_argument("--ckpt-every", type=int, default=50)
     p.add_argument("--n-val", type=int, default=64)
-    p.add_argument("--text-layers", type=int, default=2, help="transformer layers of the text encoder")
+    p.add_argument("--text-layers", type=int, default=1, help="transformer layers of the text encoder")
+    p.add_argument("--text-window", type=int, default=3,
+                   help="each token attends to itself and the window-1 tokens before it (0: the whole prefix)")
     p.add_argument("--stop-after", type=int, help="pause after this step (checkpointed; rerun to resume)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--init-from", type=Path, help="start from the weights of another run's checkpoint.pt "
@@ -207,9 +209,10 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(a.threads)
     a.run.mkdir(parents=True, exist_ok=True)
     with (a.run / "command.txt").open("a") as f:
-        f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} python -m a2m_utils.train_toy {' '.join(argv or sys.argv[1:])}\n")
+        args = " ".join(argv or sys.argv[1:])
+        f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} python -m a2m_utils.train_toy {args}\n")
     trainer = Trainer(a.run, a.out, a.steps, a.seed, a.batch_size, a.lr, a.p_uncond, a.ema_decay, a.warmup,
-                      a.init_from, a.text_layers)
+                      a.init_from, a.text_layers, a.text_window or None)
     trainer.fit(a.eval_every, a.ckpt_every, a.n_val, a.stop_after)
 
 

@@ -65,7 +65,8 @@ def test_dense_crf_cleans_noisy_probabilities():
     noisy /= noisy.sum(0, keepdims=True)
     before = masks.label_argmax(noisy, ids)
     after = masks.label_dcrf(noisy, ids, sample.image)
-    miou = lambda p: scores(confusion_matrix(p, sample.label, TOY.num_classes))["miou"]
+    def miou(p):
+        return scores(confusion_matrix(p, sample.label, TOY.num_classes))["miou"]
     assert miou(after) > miou(before) + 0.1
     np.testing.assert_array_equal(after, masks.label_dcrf(noisy, ids, sample.image))  # deterministic
 
