@@ -24,6 +24,7 @@ from a2m_utils.dataset import (
     merge,
     sample_id,
 )
+from a2m_utils.seg_data import VOCLayout
 from a2m_utils.tokens import NoClassInPromptError
 
 SETTINGS = Settings(model="models/toy-t2i", vocab="toy", num_steps=3, guidance_scale=3.0, capture_steps=None,
@@ -60,6 +61,8 @@ def test_layout_reads_with_a_plain_reader(reference):
         assert set(np.unique(np.asarray(mask))) <= {0, *(TOY.index(c) for c in meta["classes"])}
     lines = [json.loads(x) for x in (reference / "manifest.jsonl").read_text().splitlines()]
     assert [m["id"] for m in lines] == ids and lines[0]["model"] == "models/toy-t2i"
+    images, labels, reliable = VOCLayout(reference).arrays()  # the kit's own segmentation dataset
+    assert images.shape == (6, 32, 32, 3) and labels.shape == reliable.shape == (6, 32, 32)
     s = load_sample(reference, ids[0])
     assert s["maps"].shape[0] == len(s["class_ids"]) and s["reliability"].dtype == bool
 

@@ -1,9 +1,7 @@
 import numpy as np
 import pytest
-import torch
-from conftest import clip_tokenizer
-from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline
-from transformers import CLIPTextConfig, CLIPTextModel
+from conftest import tiny_sd_parts
+from diffusers import DDPMScheduler, StableDiffusionPipeline
 
 from a2m_utils.backends import load_backend, load_stable_diffusion
 from a2m_utils.generate import generate
@@ -16,13 +14,7 @@ def tiny_sd(tmp_path_factory):
     """A tiny randomly initialised Stable Diffusion pipeline saved in diffusers layout (no download)."""
     d = tmp_path_factory.mktemp("tiny-sd")
     (d / "tok").mkdir()
-    tok = clip_tokenizer(d / "tok", max_length=16)
-    torch.manual_seed(0)
-    text = CLIPTextModel(CLIPTextConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32,
-                                        num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=16,
-                                        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id))
-    vae = AutoencoderKL(block_out_channels=(8, 8), down_block_types=("DownEncoderBlock2D",) * 2,
-                        up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=4)
+    tok, text, vae = tiny_sd_parts(d / "tok")
     sched = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tok, unet=sd_unet(TINY_SD_UNET_CONFIG),
                                    scheduler=sched, safety_checker=None, feature_extractor=None,

@@ -1,9 +1,7 @@
 import numpy as np
 import pytest
-import torch
-from conftest import clip_tokenizer
-from diffusers import AutoencoderKL, DDPMScheduler
-from transformers import CLIPTextConfig, CLIPTextModel
+from conftest import tiny_sd_parts
+from diffusers import DDPMScheduler
 
 from a2m_utils.backends import Backend, load_backend
 from a2m_utils.nti import invert
@@ -22,13 +20,7 @@ def toy():
 @pytest.fixture(scope="module")
 def tiny_sd(tmp_path_factory):
     """A tiny random Stable Diffusion back-end with a VAE (latents 4 x 16 x 16 for 32 x 32 images)."""
-    tok = clip_tokenizer(tmp_path_factory.mktemp("tok"), max_length=16)
-    torch.manual_seed(0)
-    text = CLIPTextModel(CLIPTextConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32,
-                                        num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=16,
-                                        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id))
-    vae = AutoencoderKL(block_out_channels=(8, 8), down_block_types=("DownEncoderBlock2D",) * 2,
-                        up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=4)
+    tok, text, vae = tiny_sd_parts(tmp_path_factory.mktemp("tok"))
     sched = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1)
     return Backend(sd_unet(TINY_SD_UNET_CONFIG), text, tok, sched, vae, name="tiny-sd")
 
