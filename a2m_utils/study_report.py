@@ -65,7 +65,8 @@ def build(root: str | Path, profile: str = "toy") -> Path:
     lines = ["# attn2mask in the toy world: the paper's tables, reproduced", "",
              f"Made by `python -m a2m_utils.runner --profile {profile}` (the README's main command), "
              f"started {run.get('started', '?')}, wall time {run.get('wall_s', float('nan')) / 60:.1f} min on "
-             f"this machine; versions: `{json.dumps(run.get('versions', {}))}`.",
+             f"this machine; notebooks in this run: {', '.join(run.get('notebooks', {})) or 'none recorded'} "
+             f"(a notebook not run has no section); versions: `{json.dumps(run.get('versions', {}))}`.",
              "Toy-world numbers are fractions (0-1); the paper's are percentages on PASCAL VOC, ImageNet-S "
              "and Cityscapes with Stable Diffusion 1.4: compare ratios and orderings, not values.", ""]
     reference = paper_tables()
