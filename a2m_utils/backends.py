@@ -6,6 +6,7 @@ capture, null-text inversion and LoRA need; ``vae`` is None for the pixel-space 
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +62,15 @@ class Backend:
         if self.vae is None:
             return latents
         return self.vae.decode(latents.to(self.vae.dtype) / self.vae.config.scaling_factor).sample.float()
+
+    def fingerprint(self) -> str:
+        """sha256 of the U-Net's and text encoder's weights (LoRA included): which model made a dataset."""
+        h = hashlib.sha256()
+        for module in (self.unet, self.text_encoder):
+            for name, t in sorted(module.state_dict().items()):
+                h.update(name.encode())
+                h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+        return h.hexdigest()
 
     def save(self, path: str | Path) -> None:
         for part in PARTS:

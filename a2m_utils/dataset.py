@@ -127,7 +127,7 @@ class DatasetWriter:
     def __init__(self, root: str | Path, backend: Backend, vocab: ClassVocab, prompts: Sequence[Prompt],
                  settings: Settings, skip_unknown: bool = False, repair: bool = False) -> None:
         self.root, self.backend, self.vocab, self.settings = Path(root), backend, vocab, settings
-        self.repair = repair
+        self.repair, self.model_sha256 = repair, backend.fingerprint()
         self.prompts, self.skipped = self._usable(prompts, skip_unknown)
         self._claim()
 
@@ -148,7 +148,8 @@ class DatasetWriter:
     @property
     def fingerprint(self) -> dict:
         digest = hashlib.sha256(json.dumps([asdict(p) for p in self.prompts]).encode()).hexdigest()
-        info = {"settings": self.settings.to_json(), "prompts_sha256": digest, "num_samples": len(self.prompts)}
+        info = {"settings": self.settings.to_json(), "model_sha256": self.model_sha256, "prompts_sha256": digest,
+                "num_samples": len(self.prompts)}
         return json.loads(json.dumps(info))  # as stored (tuples become lists)
 
     def _claim(self) -> None:

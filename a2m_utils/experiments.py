@@ -56,7 +56,7 @@ class SegConfig:
 def cached_dataset(backend: Backend, prompts: Sequence[Prompt], settings: Settings, name: str,
                    vocab: ClassVocab = TOY, root: Path = DATA, progress: bool = True) -> Path:
     """Generate (or resume, or reuse) a dataset in ``root/<name>-<hash of settings and prompts>``."""
-    key = json.dumps([settings.to_json(), [p.__dict__ for p in prompts]], sort_keys=True)
+    key = json.dumps([settings.to_json(), backend.fingerprint(), [p.__dict__ for p in prompts]], sort_keys=True)
     folder = root / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
     DatasetWriter(folder, backend, vocab, prompts, settings).run(progress=progress)
     merge(folder)

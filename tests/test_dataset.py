@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from a2m_utils import experiments
@@ -168,3 +169,12 @@ def test_pseudo_mask_scores_skip_ignored_pixels():
     pred = np.array([[0, 255], [1, 0]], dtype=np.uint8)
     s = experiments.pseudo_mask_scores(pred, truth, 2)
     assert s["labelled"] == 0.75 and s["pixel_acc"] == pytest.approx(2 / 3)
+
+
+def test_folder_made_by_another_model_is_refused(tmp_path, backend):
+    DatasetWriter(tmp_path, backend, TOY, prompt_sets.toy_prompts(2), SETTINGS)
+    other = load_backend("toy")
+    with torch.no_grad():
+        next(other.unet.parameters()).add_(1.0)
+    with pytest.raises(DatasetError, match="model_sha256"):
+        DatasetWriter(tmp_path, other, TOY, prompt_sets.toy_prompts(2), SETTINGS)
