@@ -133,8 +133,8 @@ def fit(method: str, data: Arrays, num_classes: int, seed: int = 0, config: SegC
 
 
 def score(predict: Predict, images: np.ndarray, labels: np.ndarray, num_classes: int) -> dict:
-    """Per-class IoU, mIoU and pixel accuracy of a predictor on a labelled set."""
-    return scores(confusion_matrix(predict(images), labels, num_classes))
+    """Per-class IoU, mIoU and pixel accuracy of a predictor on a labelled set (``segmentation.evaluate``)."""
+    return segmentation.evaluate(predict, images, labels, num_classes)
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
