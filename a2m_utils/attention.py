@@ -177,7 +177,7 @@ class CaptureProcessor:
         shape = hidden_states.shape
         if hidden_states.ndim == 4:
             hidden_states = hidden_states.flatten(2).transpose(1, 2)
-        batch, seq, _ = hidden_states.shape
+        batch = hidden_states.shape[0]
         if attn.group_norm is not None:
             hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
         context = hidden_states if encoder_hidden_states is None else encoder_hidden_states

@@ -29,13 +29,14 @@ def attention_labels(model, samples: Sequence[toyworld.ToySample], timesteps: Se
     x0 = to_tensor(np.stack([s.image for s in samples]))
     captions = [s.caption for s in samples]
     gen = torch.Generator().manual_seed(seed)
-    noise = torch.randn(x0.shape, generator=gen)
+    noise = torch.randn(x0.shape, generator=gen).to(model.device)
+    x0 = x0.to(model.device)
     with torch.no_grad(), capture_attention(model.unet, guidance=False) as store:
         context = model.encode(captions)
         for t in timesteps:
-            tt = torch.full((len(samples),), int(t), dtype=torch.long)
+            tt = torch.full((len(samples),), int(t), dtype=torch.long, device=model.device)
             model.unet(model.scheduler.add_noise(x0, noise, tt), tt, context)
-    attn = store.cross_attention(resolution).numpy()
+    attn = store.cross_attention(resolution).cpu().numpy()
     return {
         v: [build_pseudo_mask(a, s.caption, s.image, model.tokenizer, TOY, method, beta,
                               attributes=toyworld.COLOURS if v else (), expected=s.scene.classes).label

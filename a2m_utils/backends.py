@@ -54,8 +54,9 @@ class Backend:
         ids = self.tokenizer(prompts, padding="max_length", truncation=True,
                              max_length=self.tokenizer.model_max_length, return_tensors="pt").input_ids
         window = getattr(self.text_encoder.config, "attention_window", None)
-        mask = None if window is None else local_causal_mask(ids.shape[1], window, self.text_encoder.dtype)
-        return self.text_encoder(ids.to(self.text_encoder.device), attention_mask=mask)[0]
+        device = self.text_encoder.device
+        mask = None if window is None else local_causal_mask(ids.shape[1], window, self.text_encoder.dtype).to(device)
+        return self.text_encoder(ids.to(device), attention_mask=mask)[0]
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents to images in [-1, 1] (the identity for a pixel-space model)."""

@@ -27,7 +27,7 @@ from .nti import Inversion, invert
 from .pipeline import PseudoMask, build_pseudo_mask, mask_from_class_maps
 from .prompts import Prompt
 from .refine import label_refined
-from .report import REPO, plain
+from .report import REPO, md_table, plain
 from .seg_data import VOCLayout, fg_bg, rendered_toy
 
 DATA = REPO / "data"  # generated datasets, cached between runs (not committed)
@@ -143,10 +143,6 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
 
 
-def _cell(v) -> str:
-    return "" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
-
-
 def write_table(path: str | Path, rows: Sequence[dict]) -> Path:
     """Rows of equal keys as CSV (floats to 4 places, NaN empty) and, beside it, Markdown."""
     path = Path(path)
@@ -157,9 +153,7 @@ def write_table(path: str | Path, rows: Sequence[dict]) -> Path:
         writer = csv.DictWriter(f, columns)
         writer.writeheader()
         writer.writerows(rows)
-    md = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    md += ["| " + " | ".join(_cell(r[c]) for c in columns) + " |" for r in rows]
-    path.with_suffix(".md").write_text("\n".join(md) + "\n")
+    path.with_suffix(".md").write_text(md_table(columns, [[r[c] for c in columns] for r in rows]) + "\n")
     return path
 
 

@@ -36,7 +36,7 @@ class Generation:
     self_attention: np.ndarray | None = None  # (B, N, N) when asked for
 
     @staticmethod
-    def concat(parts: Sequence["Generation"]) -> "Generation":
+    def concat(parts: Sequence[Generation]) -> Generation:
         """Join generations made in batches with the same settings."""
         first = parts[0]
         return Generation(

@@ -75,7 +75,7 @@ def object_counts(label: np.ndarray) -> dict[str, int]:
     """Connected components of at least ``MIN_COMPONENT`` pixels per class in a label map."""
     counts = {}
     for cid in range(1, TOY.num_classes):
-        comps, n = ndimage.label(label == cid)
+        comps, _ = ndimage.label(label == cid)
         sizes = np.bincount(comps.ravel())[1:]
         if (k := int((sizes >= MIN_COMPONENT).sum())):
             counts[TOY.names[cid]] = k

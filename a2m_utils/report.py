@@ -41,3 +41,10 @@ def write_metrics(out_dir: str | Path, metrics: dict, parameters: dict) -> Path:
 
 def per_class(names, values) -> dict[str, float]:
     return {n: v for n, v in zip(names, values)}
+
+
+def md_table(header: list[str], rows: list[list]) -> str:
+    """A Markdown table; floats to 4 significant digits, None empty."""
+    cell = lambda v: "" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(cell(c) for c in r) + " |" for r in rows])

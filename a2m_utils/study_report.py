@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from . import paper
+from .report import md_table
 
 SECTIONS = {  # notebook -> (title, measured tables)
     "02_mask_building": ("Pseudo-mask quality (Eqs. 4-6, Fig. 5)", ()),
@@ -24,20 +25,15 @@ KEY_METRICS = ("rendered_attention_miou", "rendered_attention_miou_attributes", 
                "oracle_rendered_miou")
 
 
-def _md_table(header: list[str], rows: list[list]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows])
-
-
 def paper_tables() -> dict[str, str]:
     """The paper's Tables 1-6 as Markdown."""
-    t1 = _md_table(["method", *paper.VOC_CLASSES, "mIoU"], [[k, *v] for k, v in paper.TABLE1.items()])
-    t2 = _md_table(["method", "synthetic images", "mIoU"],
+    t1 = md_table(["method", *paper.VOC_CLASSES, "mIoU"], [[k, *v] for k, v in paper.TABLE1.items()])
+    t2 = md_table(["method", "synthetic images", "mIoU"],
                    [[m, n, v] for m, sizes in paper.TABLE2.items() for n, v in sizes.items()])
-    t3 = _md_table(["method", "images", "mIoU"], [[m, n, v] for m, s in paper.TABLE3.items() for n, v in s.items()])
-    t4 = _md_table(["method", "pixel acc", "mIoU"], [[m, v["acc"], v["miou"]] for m, v in paper.TABLE4.items()])
-    t5 = _md_table(["post-processing", "mIoU"], [[k, v] for k, v in paper.TABLE5.items()])
-    t6 = _md_table(["method", "mIoU"], [[k, v] for k, v in paper.TABLE6.items()])
+    t3 = md_table(["method", "images", "mIoU"], [[m, n, v] for m, s in paper.TABLE3.items() for n, v in s.items()])
+    t4 = md_table(["method", "pixel acc", "mIoU"], [[m, v["acc"], v["miou"]] for m, v in paper.TABLE4.items()])
+    t5 = md_table(["post-processing", "mIoU"], [[k, v] for k, v in paper.TABLE5.items()])
+    t6 = md_table(["method", "mIoU"], [[k, v] for k, v in paper.TABLE6.items()])
     return {"table1": t1, "table2": t2, "table3": t3, "table4": t4, "table5": t5, "table6": t6}
 
 
@@ -48,7 +44,7 @@ def _section(root: Path, name: str, title: str, tables: tuple[str, ...], run: di
            + (f", {run['notebooks'][name]['wall_s']:.0f} s" if name in run.get("notebooks", {}) else "")
            + f"; parameters: `{json.dumps(metrics.get('parameters', {}))}`", ""]
     if name == "02_mask_building":
-        out += [_md_table(["measure", "value"], [[k, metrics.get(k)] for k in KEY_METRICS if k in metrics]), ""]
+        out += [md_table(["measure", "value"], [[k, metrics.get(k)] for k in KEY_METRICS if k in metrics]), ""]
     for t in tables:
         out += [f"**{t}, toy world (measured)**", "", (folder / f"{t}.md").read_text().strip(), "",
                 f"**{t}, paper**", "", reference[t], ""]

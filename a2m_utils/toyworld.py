@@ -175,14 +175,19 @@ def render(scene: Scene, size: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def caption(scene: Scene, rng: np.random.Generator, synonym_p: float = 0.0,
-            template: str | None = None) -> str:
+            template: str | None = None, colour_p: float = 1.0) -> str:
     """A caption naming every object with its colour, in random order ("a red circle and a blue
-    square"); target scenes get the domain token. ``synonym_p``: chance of a class synonym."""
+    square"); target scenes get the domain token. ``synonym_p``: chance of a class synonym;
+    ``colour_p``: chance that an object's colour is named (below 1, some objects are named by
+    their class word alone, as real captions often name objects)."""
     words = []
     for k in rng.permutation(len(scene.objects)):
         obj = scene.objects[k]
         names = TOY.phrases(obj.shape)
         name = names[0] if rng.random() >= synonym_p else str(rng.choice(names[1:]))
+        if colour_p < 1.0 and rng.random() >= colour_p:
+            words.append(f"{'an' if name[0] in 'aeiou' else 'a'} {name}")
+            continue
         article = "an" if obj.colour[0] in "aeiou" else "a"
         words.append(f"{article} {obj.colour} {name}")
     objects = words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]

@@ -9,6 +9,8 @@ continues exactly as an uninterrupted one. Held-out attention quality
 exported as the model folder.
 
     python -m a2m_utils.train_toy --out models/toy-t2i --run runs/toy-t2i --steps 2400 --threads 2
+
+The committed model's two stages: ``runs/toy-t2i-stage1/command.txt`` and ``runs/toy-t2i/command.txt``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -29,19 +32,23 @@ from tqdm.auto import tqdm
 from . import toyworld
 from .atomic import save_torch
 from .attention_probe import rendered_attention_variants
+from .backends import load_toy
 from .images import to_tensor
 from .toymodel import new_toy
 
-TOY_RUNS = [Path(__file__).resolve().parent.parent / "runs" / "toy-t2i"]
+TOY_RUNS = [Path(__file__).resolve().parent.parent / "runs" / name for name in ("toy-t2i-stage1", "toy-t2i")]
 VAL_SEED0 = 10**9  # held-out seeds for model selection; training seeds stay below
 TRAIN_SEED_STRIDE = 10**6
 
 
-def batch(seed: int, step: int, size: int, p_uncond: float) -> tuple[torch.Tensor, list[str]]:
-    """The rendered images and captions of one step; captions dropped to "" with ``p_uncond``."""
+def batch(seed: int, step: int, size: int, p_uncond: float, colour_p: float = 1.0) -> tuple[torch.Tensor, list[str]]:
+    """The rendered images and captions of one step; captions dropped to "" with ``p_uncond``;
+    below ``colour_p`` = 1 they are redrawn, naming each object's colour with that chance."""
     rng = np.random.default_rng([seed, step])
     base = seed * TRAIN_SEED_STRIDE + step * size
     samples = [toyworld.make_sample(base + i) for i in range(size)]
+    if colour_p < 1.0:
+        samples = [replace(s, caption=toyworld.caption(s.scene, rng, colour_p=colour_p)) for s in samples]
     captions = [("" if rng.random() < p_uncond else s.caption) for s in samples]
     return to_tensor(np.stack([s.image for s in samples])), captions
 
@@ -49,16 +56,18 @@ def batch(seed: int, step: int, size: int, p_uncond: float) -> tuple[torch.Tenso
 class Trainer:
     def __init__(self, run: Path, out: Path, steps: int, seed: int, batch_size: int, lr: float,
                  p_uncond: float, ema_decay: float, warmup: int, init_from: Path | None = None,
-                 text_layers: int = 1, text_window: int | None = 3) -> None:
-        self.run, self.out, self.steps, self.seed = run, out, steps, seed
+                 text_layers: int = 1, text_window: int | None = 3, device: str = "cpu",
+                 colour_p: float = 1.0) -> None:
+        self.run, self.out, self.steps, self.seed, self.device = run, out, steps, seed, torch.device(device)
         self.batch_size, self.p_uncond, self.init_from = batch_size, p_uncond, init_from
-        self.text_layers, self.text_window = text_layers, text_window
+        self.text_layers, self.text_window, self.colour_p = text_layers, text_window, colour_p
         self.model = new_toy(seed, text_layers, text_window)
+        self.model.unet.to(self.device)
+        self.model.text_encoder.to(self.device)
         if init_from is not None:
-            state = torch.load(init_from, weights_only=False)
-            self._load_weights(state)
             run.mkdir(parents=True, exist_ok=True)
-            (run / "init.json").write_text(json.dumps({"init_from": str(init_from), "step": state["step"]}) + "\n")
+            step = self._init_weights(init_from)
+            (run / "init.json").write_text(json.dumps({"init_from": str(init_from), "step": step}) + "\n")
         self.params = [*self.model.unet.parameters(), *self.model.text_encoder.parameters()]
         self.opt = torch.optim.AdamW(self.params, lr=lr, weight_decay=1e-2)
         self.sched = get_cosine_schedule_with_warmup(self.opt, warmup, steps)
@@ -71,13 +80,14 @@ class Trainer:
         self._check_out()
 
     def _resume(self) -> None:
-        state = torch.load(self.ckpt, weights_only=False)
+        state = torch.load(self.ckpt, weights_only=False, map_location="cpu")
         if state["config"] != self.config:
             raise ValueError(f"{self.ckpt} was made with {state['config']}, not {self.config}")
         self._load_weights(state)
         self.opt.load_state_dict(state["opt"])
         self.sched.load_state_dict(state["sched"])
         self.ema.load_state_dict(state["ema"])
+        self.ema.to(self.device)
         self.step, self.best, self.wall_s = state["step"], state["best"], state.get("wall_s", 0.0)
         if self.log.exists():  # drop records written after the checkpoint, so none is duplicated
             kept = [line for line in self.log.read_text().splitlines() if json.loads(line)["step"] <= self.step]
@@ -92,6 +102,16 @@ class Trainer:
                 raise FileExistsError(f"{self.out} holds a model exported by another run "
                                       f"({ {k: other.get(k) for k in self.config} }); choose another --out")
 
+    def _init_weights(self, source: Path) -> int:
+        """Start from another run's ``checkpoint.pt`` or exported model folder; returns its step."""
+        if source.is_dir():
+            model = load_toy(source)
+            self._load_weights({"unet": model.unet.state_dict(), "text_encoder": model.text_encoder.state_dict()})
+            return json.loads((source / "training.json").read_text())["step"]
+        state = torch.load(source, weights_only=False, map_location="cpu")
+        self._load_weights(state)
+        return state["step"]
+
     def _load_weights(self, state: dict) -> None:
         self.model.unet.load_state_dict(state["unet"])
         self.model.text_encoder.load_state_dict(state["text_encoder"])
@@ -101,7 +121,7 @@ class Trainer:
         return {"steps": self.steps, "seed": self.seed, "batch_size": self.batch_size,
                 "p_uncond": self.p_uncond, "lr": self.opt.defaults["lr"],
                 "init_from": str(self.init_from) if self.init_from else None,
-                "text_layers": self.text_layers, "text_window": self.text_window}
+                "text_layers": self.text_layers, "text_window": self.text_window, "colour_p": self.colour_p}
 
     def checkpoint(self) -> None:
         save_torch({
@@ -111,10 +131,11 @@ class Trainer:
         }, self.ckpt)
 
     def train_step(self) -> float:
-        x0, captions = batch(self.seed, self.step, self.batch_size, self.p_uncond)
+        x0, captions = batch(self.seed, self.step, self.batch_size, self.p_uncond, self.colour_p)
         gen = torch.Generator().manual_seed(self.seed * TRAIN_SEED_STRIDE + self.step)
-        noise = torch.randn(x0.shape, generator=gen)
+        noise = torch.randn(x0.shape, generator=gen)  # drawn on the CPU: the same draws on any device
         t = torch.randint(0, self.model.scheduler.config.num_train_timesteps, (len(x0),), generator=gen)
+        x0, noise, t = x0.to(self.device), noise.to(self.device), t.to(self.device)
         pred = self.model.unet(self.model.scheduler.add_noise(x0, noise, t), t, self.model.encode(captions)).sample
         loss = F.mse_loss(pred, noise)
         self.opt.zero_grad(set_to_none=True)
@@ -183,6 +204,19 @@ def training_log(runs: list[Path]) -> list[dict]:
     return log
 
 
+def stages(runs: list[Path]) -> list[dict]:
+    """One line per training stage: its steps, wall time, device (from its command) and start."""
+    out = []
+    for run in runs:
+        last = json.loads((run / "log.jsonl").read_text().splitlines()[-1])
+        words = (run / "command.txt").read_text().split("\n")[0].split() if (run / "command.txt").exists() else []
+        device = words[words.index("--device") + 1] if "--device" in words else "cpu"
+        init = json.loads((run / "init.json").read_text()) if (run / "init.json").exists() else {}
+        out.append({"run": run.name, "steps": last["step"], "wall_minutes": round(last["wall_s"] / 60, 1),
+                    "device": device, "init_from": init.get("init_from"), "init_step": init.get("step")})
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, default=Path("models/toy-t2i"), help="exported model folder")
@@ -200,10 +234,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--text-layers", type=int, default=1, help="transformer layers of the text encoder")
     p.add_argument("--text-window", type=int, default=3,
                    help="each token attends to itself and the window-1 tokens before it (0: the whole prefix)")
+    p.add_argument("--colour-p", type=float, default=1.0, help="chance that a training caption names an object's colour")
     p.add_argument("--stop-after", type=int, help="pause after this step (checkpointed; rerun to resume)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    p.add_argument("--init-from", type=Path, help="start from the weights of another run's checkpoint.pt "
-                   "(a second stage with a schedule of its own)")
+    p.add_argument("--device", default="cpu", help="e.g. cuda: same draws as on the CPU, not bit-identical weights")
+    p.add_argument("--init-from", type=Path, help="start from the weights of another run's checkpoint.pt or "
+                   "exported model folder (a second stage with a schedule of its own)")
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -212,7 +248,7 @@ def main(argv: list[str] | None = None) -> None:
         args = " ".join(argv or sys.argv[1:])
         f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} python -m a2m_utils.train_toy {args}\n")
     trainer = Trainer(a.run, a.out, a.steps, a.seed, a.batch_size, a.lr, a.p_uncond, a.ema_decay, a.warmup,
-                      a.init_from, a.text_layers, a.text_window or None)
+                      a.init_from, a.text_layers, a.text_window or None, a.device, a.colour_p)
     trainer.fit(a.eval_every, a.ckpt_every, a.n_val, a.stop_after)
 
 

@@ -77,9 +77,8 @@ def test_fires_per_layer_and_step_and_restores(unet):
 
 def test_restores_processors_after_error(unet):
     before = unet.attn_processors
-    with pytest.raises(RuntimeError, match="boom"):
-        with capture_attention(unet):
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), capture_attention(unet):
+        raise RuntimeError("boom")
     assert all(unet.attn_processors[k] is before[k] for k in before)
 
 
@@ -142,13 +141,11 @@ def test_self_attention_at_one_resolution(unet):
 
 
 def test_bad_input(unet):
-    with pytest.raises(ValueError, match="non-negative"):
-        with capture_attention(unet, steps=-1):
-            pass
+    with pytest.raises(ValueError, match="non-negative"), capture_attention(unet, steps=-1):
+        pass
     x, ctx = inputs(unet, batch=3)
-    with pytest.raises(ValueError, match="even batch"):
-        with torch.no_grad(), capture_attention(unet, guidance=True):
-            unet(x, 1, ctx)
+    with pytest.raises(ValueError, match="even batch"), torch.no_grad(), capture_attention(unet, guidance=True):
+        unet(x, 1, ctx)
     with pytest.raises(RuntimeError, match="never ran"):
         with torch.no_grad(), capture_attention(unet, steps=5, guidance=False) as store:
             unet(*inputs(unet)[:1], 1, inputs(unet)[1])

@@ -63,3 +63,23 @@ def test_second_stage_starts_from_a_checkpoint_and_logs_continue(tmp_path):
     log = training_log([tmp_path / "s1", tmp_path / "s2"])
     assert [r["step"] for r in log] == [2, 3]
     assert log[1]["wall_s"] >= log[0]["wall_s"]
+
+
+def test_second_stage_from_an_exported_model_folder(tmp_path):
+    first = make(tmp_path, "f1", steps=1)
+    first.fit(eval_every=100, ckpt_every=1, n_val=2)  # the last step is evaluated and exported
+    second = Trainer(tmp_path / "f2", tmp_path / "f2-model", steps=1, seed=4, batch_size=2, lr=1e-4,
+                     p_uncond=0.5, ema_decay=0.9, warmup=0, init_from=tmp_path / "f1-model")
+    exported = load_toy(tmp_path / "f1-model")
+    for k, v in exported.unet.state_dict().items():
+        assert torch.equal(v, second.model.unet.state_dict()[k]), k
+    assert json.loads((tmp_path / "f2" / "init.json").read_text())["step"] == 1
+
+
+def test_colour_p_drops_colour_words_from_training_captions():
+    from a2m_utils.toyworld import COLOURS
+
+    plain, without = batch(0, 5, 8, 0.0), batch(0, 5, 8, 0.0, colour_p=0.0)
+    assert torch.equal(plain[0], without[0])
+    assert all(any(c in caption.split() for c in COLOURS) for caption in plain[1])
+    assert not any(c in caption.split() for caption in without[1] for c in COLOURS)
