@@ -83,3 +83,17 @@ def test_colour_p_drops_colour_words_from_training_captions():
     assert torch.equal(plain[0], without[0])
     assert all(any(c in caption.split() for c in COLOURS) for caption in plain[1])
     assert not any(c in caption.split() for caption in without[1] for c in COLOURS)
+
+
+def test_stages_name_each_run_with_its_device_and_start(tmp_path):
+    from a2m_utils.train_toy import stages
+
+    for name, step, command in [("s1", 3000, "python -m a2m_utils.train_toy --device cuda --steps 5000"),
+                                ("s2", 600, "python -m a2m_utils.train_toy --steps 600")]:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "log.jsonl").write_text(json.dumps({"step": step, "loss": 0.1, "wall_s": 60.0 * step}) + "\n")
+        (tmp_path / name / "command.txt").write_text(f"2026-11-26T00:00:00 {command}\n# a comment\n")
+    (tmp_path / "s2" / "init.json").write_text(json.dumps({"init_from": "models/s1", "step": 3000}))
+    s1, s2 = stages([tmp_path / "s1", tmp_path / "s2"])
+    assert (s1["device"], s1["steps"], s1["wall_minutes"], s1["init_step"]) == ("cuda", 3000, 3000.0, None)
+    assert (s2["device"], s2["steps"], s2["init_from"], s2["init_step"]) == ("cpu", 600, "models/s1", 3000)
