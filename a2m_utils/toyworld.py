@@ -185,11 +185,8 @@ def caption(scene: Scene, rng: np.random.Generator, synonym_p: float = 0.0,
         obj = scene.objects[k]
         names = TOY.phrases(obj.shape)
         name = names[0] if rng.random() >= synonym_p else str(rng.choice(names[1:]))
-        if colour_p < 1.0 and rng.random() >= colour_p:
-            words.append(f"{'an' if name[0] in 'aeiou' else 'a'} {name}")
-            continue
-        article = "an" if obj.colour[0] in "aeiou" else "a"
-        words.append(f"{article} {obj.colour} {name}")
+        phrase = name if colour_p < 1.0 and rng.random() >= colour_p else f"{obj.colour} {name}"
+        words.append(f"{'an' if phrase[0] in 'aeiou' else 'a'} {phrase}")
     objects = words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
     if template is None:
         template = TARGET_TEMPLATE if scene.domain == "target" else CAPTION_TEMPLATE
