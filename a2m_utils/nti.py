@@ -1,9 +1,9 @@
 """Null-text inversion (Mokady et al. 2022) for any back-end, and attention of a real image.
 
-``invert(backend, image, prompt)`` inverts the image with DDIM under the conditional
-embedding alone, optimises one unconditional ("null") embedding per step so that the
-guided DDIM path retraces the inversion, then regenerates the image with those
-embeddings while capturing its cross-attention. Nothing is random.
+``invert(backend, images, prompts)`` inverts a batch of images with DDIM under their
+conditional embeddings alone, optimises one unconditional ("null") embedding per image and
+step so that the guided DDIM path retraces the inversion, then regenerates the images with
+those embeddings while capturing their cross-attention. Nothing is random.
 """
 
 from __future__ import annotations
@@ -46,35 +46,35 @@ def schedulers(backend: Backend, num_steps: int) -> tuple[DDIMScheduler, DDIMInv
 
 
 @torch.no_grad()
-def image_to_latent(backend: Backend, image: np.ndarray) -> torch.Tensor:
-    """A uint8 image (H, W, 3) as a (1, C, h, w) latent: itself in [-1, 1], or the VAE's scaled mean."""
-    if image.shape[:2] != (backend.image_size,) * 2:
-        raise ValueError(f"image is {image.shape[:2]}, the model works at {backend.image_size}x{backend.image_size}")
-    x = to_tensor(image[None]).to(backend.device)
+def image_to_latent(backend: Backend, images: np.ndarray) -> torch.Tensor:
+    """uint8 images (B, H, W, 3) as (B, C, h, w) latents: themselves in [-1, 1], or the VAE's scaled mean."""
+    if images.ndim != 4 or images.shape[1:3] != (backend.image_size,) * 2:
+        raise ValueError(f"images are {images.shape}, the model works at (batch, {backend.image_size}, "
+                         f"{backend.image_size}, 3)")
+    x = to_tensor(images).to(backend.device)
     if backend.vae is None:
         return x
     return backend.vae.encode(x.to(backend.vae.dtype)).latent_dist.mean.float() * backend.vae.config.scaling_factor
 
 
 def _eps(backend: Backend, latent: torch.Tensor, t, context: torch.Tensor) -> torch.Tensor:
-    """Noise prediction for each context in the batch, latent repeated to match."""
-    x = latent.expand(len(context), -1, -1, -1).to(backend.unet.dtype)
-    return backend.unet(x, t, context.to(backend.unet.dtype)).sample.float()
+    """Noise prediction for a batch of latents, each with its own context."""
+    return backend.unet(latent.to(backend.unet.dtype), t, context.to(backend.unet.dtype)).sample.float()
 
 
 def _guided_step(backend: Backend, sched: DDIMScheduler, latent: torch.Tensor, t, null: torch.Tensor,
                  eps_cond: torch.Tensor, guidance_scale: float) -> torch.Tensor:
-    """One guided DDIM step with a given null embedding (differentiable in ``null``)."""
+    """One guided DDIM step with given null embeddings (differentiable in ``null``)."""
     eps_null = _eps(backend, latent, t, null)
     eps = eps_null + guidance_scale * (eps_cond - eps_null)
     return sched.step(eps, t, latent).prev_sample
 
 
 @torch.no_grad()
-def ddim_invert(backend: Backend, latent: torch.Tensor, prompt: str, num_steps: int) -> list[torch.Tensor]:
-    """DDIM inversion with the conditional embedding only: [z_0 = latent, z_1, ..., z_T]."""
+def ddim_invert(backend: Backend, latent: torch.Tensor, prompts: Sequence[str], num_steps: int) -> list[torch.Tensor]:
+    """DDIM inversion with the conditional embeddings only: [z_0 = latent, z_1, ..., z_T], each (B, C, h, w)."""
     _, inverse = schedulers(backend, num_steps)
-    cond = backend.encode([prompt])
+    cond = backend.encode(list(prompts))
     trajectory = [latent.float()]
     for t in inverse.timesteps:
         eps = _eps(backend, trajectory[-1], t, cond)
@@ -85,19 +85,21 @@ def ddim_invert(backend: Backend, latent: torch.Tensor, prompt: str, num_steps: 
 def null_text_optimise(
     backend: Backend,
     trajectory: Sequence[torch.Tensor],
-    prompt: str,
+    prompts: Sequence[str],
     guidance_scale: float = NTI_GUIDANCE,
     inner_steps: int = 10,
     lr: float = 1e-2,
 ) -> list[torch.Tensor]:
-    """Per step i, Adam on the null embedding (lr * (1 - i/100), at most ``inner_steps``) so the
-    guided DDIM step from the current latent lands on the inverted z_{T-i-1}; stops early
-    when the loss < 1e-5 + i * 2e-5. One embedding per step, in sampling order."""
+    """Per step i, Adam on each image's null embedding (lr * (1 - i/100), at most ``inner_steps``) so
+    the guided DDIM step from the current latent lands on the inverted z_{T-i-1}; an image stops
+    early once its loss < 1e-5 + i * 2e-5. The batch's images are optimised independently (the
+    loss is a sum of per-image losses, Adam is elementwise, stopped images are held fixed).
+    Returns one (B, tokens, width) embedding per step, in sampling order."""
     num_steps = len(trajectory) - 1
     sched, _ = schedulers(backend, num_steps)
     with torch.no_grad():
-        cond = backend.encode([prompt]).float()
-        null = backend.encode([""]).float()
+        cond = backend.encode(list(prompts)).float()
+        null = backend.encode([""] * len(prompts)).float()
     latent, nulls = trajectory[-1], []
     for i, t in enumerate(sched.timesteps):
         target = trajectory[num_steps - i - 1]
@@ -105,11 +107,17 @@ def null_text_optimise(
             eps_cond = _eps(backend, latent, t, cond)
         null = null.detach().clone().requires_grad_(True)  # Adam updates in place; keep the stored ones
         opt = torch.optim.Adam([null], lr=lr * (1 - i / 100))
+        active = torch.ones(len(prompts), dtype=torch.bool, device=null.device)
         for _ in range(inner_steps):
-            loss = F.mse_loss(_guided_step(backend, sched, latent, t, null, eps_cond, guidance_scale), target)
-            (null.grad,) = torch.autograd.grad(loss, null)  # no gradients for (or on) the model's weights
+            step = _guided_step(backend, sched, latent, t, null, eps_cond, guidance_scale)
+            loss = (step - target).pow(2).flatten(1).mean(1)
+            (null.grad,) = torch.autograd.grad(loss.sum(), null)  # no gradients for (or on) the model's weights
+            before = null.detach().clone()
             opt.step()
-            if loss.item() < 1e-5 + i * 2e-5:
+            with torch.no_grad():
+                null.copy_(torch.where(active[:, None, None], null, before))
+            active &= loss.detach() >= 1e-5 + i * 2e-5
+            if not active.any():
                 break
         nulls.append(null.detach())
         with torch.no_grad():
@@ -121,47 +129,52 @@ def null_text_optimise(
 def regenerate(
     backend: Backend,
     latent_T: torch.Tensor,
-    prompt: str,
+    prompts: Sequence[str],
     null_embeddings: Sequence[torch.Tensor],
     guidance_scale: float = NTI_GUIDANCE,
     capture_steps: Steps = None,
 ) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
     """Guided DDIM from ``latent_T`` with one null embedding per step, capturing cross-attention:
-    the image (H, W, 3) uint8, the maps (tokens, h, w) and the steps they came from."""
+    the images (B, H, W, 3) uint8, the maps (B, tokens, h, w) and the steps they came from."""
     sched, _ = schedulers(backend, len(null_embeddings))
-    cond = backend.encode([prompt]).float()
+    cond = backend.encode(list(prompts)).float()
     latent = latent_T
     with capture_attention(backend.unet, steps=capture_steps, guidance=True) as store:
         for t, null in zip(sched.timesteps, null_embeddings):
-            eps_null, eps_cond = _eps(backend, latent, t, torch.cat([null, cond])).chunk(2)
+            eps_null, eps_cond = _eps(backend, torch.cat([latent, latent]), t, torch.cat([null, cond])).chunk(2)
             latent = sched.step(eps_null + guidance_scale * (eps_cond - eps_null), t, latent).prev_sample
-    image = to_uint8(backend.decode(latent))[0]
-    return image, store.cross_attention()[0].cpu().numpy(), store.steps_used
+    images = to_uint8(backend.decode(latent))
+    return images, store.cross_attention().cpu().numpy(), store.steps_used
 
 
-def _mse(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.mean((a / 255.0 - b / 255.0) ** 2))
+def _mse(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per-image mean squared error of uint8 batches, on [0, 1]."""
+    return np.mean((a / 255.0 - b / 255.0) ** 2, axis=(1, 2, 3))
 
 
 def invert(
     backend: Backend,
-    image: np.ndarray,
-    prompt: str,
+    images: np.ndarray,
+    prompts: Sequence[str],
     num_steps: int = NTI_STEPS,
     guidance_scale: float = NTI_GUIDANCE,
     null_text: bool = True,
     capture_steps: Steps = None,
     inner_steps: int = 10,
     lr: float = 1e-2,
-) -> Inversion:
-    """Reconstruction and cross-attention of a real uint8 image (H, W, 3) under ``prompt``."""
-    trajectory = ddim_invert(backend, image_to_latent(backend, image), prompt, num_steps)
+) -> list[Inversion]:
+    """Reconstructions and cross-attention of real uint8 images (B, H, W, 3), one prompt each,
+    inverted together as one batch (each image as if alone)."""
+    if len(images) != len(prompts):
+        raise ValueError(f"{len(images)} images but {len(prompts)} prompts")
+    trajectory = ddim_invert(backend, image_to_latent(backend, images), prompts, num_steps)
     with torch.no_grad():
-        empty = [backend.encode([""]).float()] * num_steps
-    recon, attn, used = regenerate(backend, trajectory[-1], prompt, empty, guidance_scale, capture_steps)
-    ddim_error, nti_error, nulls = _mse(recon, image), None, empty
+        empty = [backend.encode([""] * len(prompts)).float()] * num_steps
+    recon, attn, used = regenerate(backend, trajectory[-1], prompts, empty, guidance_scale, capture_steps)
+    ddim_error, nti_error, nulls = _mse(recon, images), [None] * len(prompts), empty
     if null_text:
-        nulls = null_text_optimise(backend, trajectory, prompt, guidance_scale, inner_steps, lr)
-        recon, attn, used = regenerate(backend, trajectory[-1], prompt, nulls, guidance_scale, capture_steps)
-        nti_error = _mse(recon, image)
-    return Inversion(recon, attn, used, ddim_error, nti_error, trajectory[-1], nulls)
+        nulls = null_text_optimise(backend, trajectory, prompts, guidance_scale, inner_steps, lr)
+        recon, attn, used = regenerate(backend, trajectory[-1], prompts, nulls, guidance_scale, capture_steps)
+        nti_error = [float(e) for e in _mse(recon, images)]
+    return [Inversion(recon[b], attn[b], used, float(ddim_error[b]), nti_error[b], trajectory[-1][b:b + 1],
+                      [n[b:b + 1] for n in nulls]) for b in range(len(prompts))]

@@ -10,7 +10,8 @@ exported as the model folder.
 
     python -m a2m_utils.train_toy --out models/toy-t2i --run runs/toy-t2i --steps 2400 --threads 2
 
-The committed model's two stages: ``runs/toy-t2i-stage1/command.txt`` and ``runs/toy-t2i/command.txt``.
+The committed model's three stages: ``runs/toy-t2i-stage1``, ``runs/toy-t2i-stage2`` and ``runs/toy-t2i``
+(each folder's ``command.txt``).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from .backends import load_toy
 from .images import to_tensor
 from .toymodel import new_toy
 
-TOY_RUNS = [Path(__file__).resolve().parent.parent / "runs" / name for name in ("toy-t2i-stage1", "toy-t2i")]
+TOY_RUNS = [Path(__file__).resolve().parent.parent / "runs" / name for name in ("toy-t2i-stage1", "toy-t2i-stage2", "toy-t2i")]
 VAL_SEED0 = 10**9  # held-out seeds for model selection; training seeds stay below
 TRAIN_SEED_STRIDE = 10**6
 
@@ -188,18 +189,27 @@ class Trainer:
         bar.close()
 
 
-def training_log(runs: list[Path]) -> list[dict]:
-    """The logs of consecutive stages as one record. A stage started with ``--init-from`` has an
-    ``init.json`` with the step of the checkpoint it started from: its steps and wall time
-    continue from there, and the earlier stage's records past that step are dropped."""
-    log: list[dict] = []
+def stage_offsets(runs: list[Path]) -> list[int]:
+    """Steps before each of consecutive stages: a stage started with ``--init-from`` has an
+    ``init.json`` with the step, within the previous stage, of the weights it started from."""
+    offsets, offset = [], 0
     for run in runs:
+        if (run / "init.json").exists():
+            offset += json.loads((run / "init.json").read_text())["step"]
+        offsets.append(offset)
+    return offsets
+
+
+def training_log(runs: list[Path]) -> list[dict]:
+    """The logs of consecutive stages as one record: a later stage's steps and wall time continue
+    from the step it started from, and the earlier stage's records past that step are dropped."""
+    log: list[dict] = []
+    for run, offset in zip(runs, stage_offsets(runs)):
         records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
         if (run / "init.json").exists():
-            step0 = json.loads((run / "init.json").read_text())["step"]
-            log = [r for r in log if r["step"] <= step0]
+            log = [r for r in log if r["step"] <= offset]
             wall0 = log[-1]["wall_s"] if log else 0.0
-            records = [r | {"step": r["step"] + step0, "wall_s": r["wall_s"] + wall0} for r in records]
+            records = [r | {"step": r["step"] + offset, "wall_s": r["wall_s"] + wall0} for r in records]
         log += records
     return log
 

@@ -27,7 +27,7 @@ def tiny_sd(tmp_path_factory):
 
 def test_null_text_beats_plain_ddim_inversion_on_toy(toy):
     s = make_sample(1)
-    inv = invert(toy, s.image, s.caption, **FAST)
+    (inv,) = invert(toy, s.image[None], [s.caption], **FAST)
     assert inv.nti_error < 0.7 * inv.ddim_error, (inv.ddim_error, inv.nti_error)
     assert inv.image.shape == (32, 32, 3) and inv.image.dtype == np.uint8
     assert inv.attention.shape == (24, 32, 32)
@@ -39,15 +39,15 @@ def test_null_text_beats_plain_ddim_inversion_on_toy(toy):
 
 def test_plain_inversion_is_deterministic_and_captures_chosen_steps(toy):
     s = make_sample(2)
-    a = invert(toy, s.image, s.caption, num_steps=4, guidance_scale=3.0, null_text=False, capture_steps=2)
-    b = invert(toy, s.image, s.caption, num_steps=4, guidance_scale=3.0, null_text=False, capture_steps=2)
+    (a,) = invert(toy, s.image[None], [s.caption], num_steps=4, guidance_scale=3.0, null_text=False, capture_steps=2)
+    (b,) = invert(toy, s.image[None], [s.caption], num_steps=4, guidance_scale=3.0, null_text=False, capture_steps=2)
     assert a.nti_error is None and a.steps_used == [(2, 250)]
     assert np.array_equal(a.image, b.image) and np.array_equal(a.attention, b.attention)
 
 
 def test_stable_diffusion_end_to_end(tiny_sd):
     image = make_sample(0).image
-    inv = invert(tiny_sd, image, "a photo of a dog", num_steps=2, guidance_scale=3.0, inner_steps=2)
+    (inv,) = invert(tiny_sd, image[None], ["a photo of a dog"], num_steps=2, guidance_scale=3.0, inner_steps=2)
     assert inv.image.shape == (32, 32, 3) and inv.image.dtype == np.uint8
     assert inv.attention.shape == (16, 16, 16) and inv.latent_T.shape == (1, 4, 16, 16)
     assert inv.steps_used == [(0, 501), (1, 1)]
@@ -55,5 +55,23 @@ def test_stable_diffusion_end_to_end(tiny_sd):
 
 
 def test_image_of_the_wrong_size(toy):
-    with pytest.raises(ValueError, match="the model works at 32x32"):
-        invert(toy, np.zeros((64, 64, 3), np.uint8), "a red circle", num_steps=2)
+    with pytest.raises(ValueError, match=r"the model works at \(batch, 32, 32, 3\)"):
+        invert(toy, np.zeros((1, 64, 64, 3), np.uint8), ["a red circle"], num_steps=2)
+
+
+def test_images_and_prompts_must_pair(toy):
+    with pytest.raises(ValueError, match="2 images but 1 prompts"):
+        invert(toy, np.zeros((2, 32, 32, 3), np.uint8), ["a red circle"], num_steps=2)
+
+
+def test_a_batch_inverts_each_image_as_if_alone(toy):
+    """Batched null-text optimisation matches one image at a time, up to float rounding."""
+    samples = [make_sample(3), make_sample(4), make_sample(5)]
+    batch = invert(toy, np.stack([s.image for s in samples]), [s.caption for s in samples], **FAST)
+    for s, got in zip(samples, batch):
+        (alone,) = invert(toy, s.image[None], [s.caption], **FAST)
+        assert np.abs(got.image.astype(int) - alone.image).max() <= 1
+        np.testing.assert_allclose(got.attention, alone.attention, atol=1e-4)
+        np.testing.assert_allclose(got.nti_error, alone.nti_error, rtol=1e-3, atol=1e-7)
+        for a, b in zip(got.null_embeddings, alone.null_embeddings):  # Adam amplifies rounding where grads ~ 0
+            assert float((a - b).norm() / b.norm()) < 1e-3

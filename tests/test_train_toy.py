@@ -97,3 +97,19 @@ def test_stages_name_each_run_with_its_device_and_start(tmp_path):
     s1, s2 = stages([tmp_path / "s1", tmp_path / "s2"])
     assert (s1["device"], s1["steps"], s1["wall_minutes"], s1["init_step"]) == ("cuda", 3000, 3000.0, None)
     assert (s2["device"], s2["steps"], s2["init_from"], s2["init_step"]) == ("cpu", 600, "models/s1", 3000)
+
+
+def test_three_stage_log_counts_steps_from_where_each_stage_started(tmp_path):
+    from a2m_utils.train_toy import stage_offsets, training_log
+
+    for name, steps, init in [("s1", [100, 200, 300], None), ("s2", [50, 100], 200), ("s3", [10, 20], 50)]:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "log.jsonl").write_text(
+            "".join(json.dumps({"step": s, "loss": 0.1, "wall_s": float(s)}) + "\n" for s in steps))
+        if init is not None:
+            (tmp_path / name / "init.json").write_text(json.dumps({"init_from": "x", "step": init}))
+    runs = [tmp_path / n for n in ("s1", "s2", "s3")]
+    assert stage_offsets(runs) == [0, 200, 250]
+    log = training_log(runs)
+    assert [r["step"] for r in log] == [100, 200, 250, 260, 270]  # s1's step 300 and s2's step 100 were not used
+    assert [r["wall_s"] for r in log] == [100.0, 200.0, 250.0, 260.0, 270.0]
