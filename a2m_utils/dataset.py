@@ -79,7 +79,7 @@ class Settings:
 PRESETS = {
     "sd": Settings(model="CompVis/stable-diffusion-v1-4", vocab="voc", num_steps=100, guidance_scale=7.5,
                    capture_steps=(50,), sampler="ddpm"),
-    "toy": Settings(model="models/toy-t2i", vocab="toy", num_steps=20, guidance_scale=3.0, capture_steps=None,
+    "toy": Settings(model="models/toy-t2i", vocab="toy", num_steps=20, guidance_scale=2.0, capture_steps=None,
                     sampler="ddim", batch_size=16, self_attention_res=16),
 }
 
