@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from diffusers import DDIMInverseScheduler, DDIMScheduler
 
 from .attention import Steps, capture_attention

@@ -7,13 +7,15 @@ A profile (``profiles/<name>.yaml``) maps notebook names to papermill parameters
 ``_all`` entry applies to every notebook, and its ``out_dir_root`` (default ``results``)
 is where each notebook writes ``<out_dir_root>/<notebook>/``. Executed notebooks go to
 ``<out_dir_root>/_executed/`` and a run record (parameters, versions, wall time per
-notebook) to ``<out_dir_root>/run_<profile>.json``; ``REPORT.md`` there is rebuilt at the end.
+notebook) to ``<out_dir_root>/run_<profile>.json``, which an ``--only`` rerun updates rather than
+replaces; ``REPORT.md`` there is rebuilt at the end.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from importlib.metadata import version
@@ -45,7 +47,8 @@ def load_profile(profile: str | Path) -> tuple[dict, dict[str, dict]]:
 
 
 def run_profile(profile: str | Path, only: list[str] | None = None, out_root: str | Path | None = None) -> dict:
-    """Execute the profile's notebooks in order; returns the run record."""
+    """Execute the profile's notebooks in order; returns the run record (wall time: the sum of
+    the notebooks')."""
     common, notebooks = load_profile(profile)
     root = output_dir(out_root or common.pop("out_dir_root", "results"))
     common.pop("out_dir_root", None)
@@ -54,11 +57,16 @@ def run_profile(profile: str | Path, only: list[str] | None = None, out_root: st
         if unknown:
             raise ValueError(f"{unknown} are not in profile {profile!r}: {sorted(notebooks)}")
         notebooks = {n: p for n, p in notebooks.items() if n in only}
+    path = root / f"run_{Path(str(profile)).stem}.json"
     record = {"profile": str(profile), "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
               "python": platform.python_version(), "versions": {p: version(p) for p in PACKAGES},
-              "notebooks": {}}
+              "cpus": os.cpu_count(), "notebooks": {}}
+    if only and path.is_file():  # a partial rerun updates the last record instead of replacing it
+        previous = json.loads(path.read_text())
+        record["notebooks"] = {n: r for n, r in previous["notebooks"].items() if n not in notebooks}
+        record["reruns"] = [*previous.get("reruns", []), {"started": record["started"], "notebooks": list(notebooks)}]
+        record["started"] = previous["started"]
     (root / "_executed").mkdir(parents=True, exist_ok=True)
-    t_all = time.time()
     for name, params in notebooks.items():
         out = root / name
         params = {**common, **params, "out_dir": str(out.relative_to(REPO) if out.is_relative_to(REPO) else out)}
@@ -67,8 +75,9 @@ def run_profile(profile: str | Path, only: list[str] | None = None, out_root: st
                             parameters=params, cwd=str(REPO), progress_bar=False, kernel_name="python3")
         record["notebooks"][name] = {"parameters": params, "wall_s": round(time.time() - t0, 1)}
         print(f"{name}: {record['notebooks'][name]['wall_s']} s", flush=True)
-    record["wall_s"] = round(time.time() - t_all, 1)
-    (root / f"run_{Path(str(profile)).stem}.json").write_text(json.dumps(record, indent=1) + "\n")
+    record["notebooks"] = dict(sorted(record["notebooks"].items()))
+    record["wall_s"] = round(sum(r["wall_s"] for r in record["notebooks"].values()), 1)
+    path.write_text(json.dumps(record, indent=1) + "\n")
     build_report(root, Path(str(profile)).stem)
     return record
 

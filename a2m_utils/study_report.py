@@ -53,6 +53,10 @@ def _section(root: Path, name: str, title: str, tables: tuple[str, ...], run: di
     return out
 
 
+def _reruns(run: dict) -> str:
+    return "".join(f"; rerun {r['started']}: {', '.join(r['notebooks'])}" for r in run.get("reruns", []))
+
+
 def build(root: str | Path, profile: str = "toy") -> Path:
     """Write ``root/REPORT.md`` from the notebooks' outputs under ``root``."""
     root = Path(root)
@@ -60,9 +64,10 @@ def build(root: str | Path, profile: str = "toy") -> Path:
     run = json.loads(record.read_text()) if record.exists() else {}
     lines = ["# attn2mask in the toy world: the paper's tables, reproduced", "",
              f"Made by `python -m a2m_utils.runner --profile {profile}` (the README's main command), "
-             f"started {run.get('started', '?')}, wall time {run.get('wall_s', float('nan')) / 60:.1f} min on "
-             f"this machine; notebooks in this run: {', '.join(run.get('notebooks', {})) or 'none recorded'} "
-             f"(a notebook not run has no section); versions: `{json.dumps(run.get('versions', {}))}`.",
+             f"started {run.get('started', '?')}, wall time {run.get('wall_s', float('nan')) / 60:.1f} min "
+             f"(the notebooks' sum) on {run.get('cpus', '?')} CPU cores{_reruns(run)}; notebooks in this run: "
+             f"{', '.join(run.get('notebooks', {})) or 'none recorded'} (a notebook not run has no section); "
+             f"versions: `{json.dumps(run.get('versions', {}))}`.",
              "Toy-world numbers are fractions (0-1); the paper's are percentages on PASCAL VOC, ImageNet-S "
              "and Cityscapes with Stable Diffusion 1.4: compare ratios and orderings, not values.", ""]
     reference = paper_tables()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -34,7 +35,7 @@ def grid(rows: Sequence[Sequence[np.ndarray]], row_titles: Sequence[str] = (),
                 ax.imshow(img, cmap=None if img.ndim == 3 else cmap, interpolation="nearest",
                           vmin=None if img.ndim == 3 else 0, vmax=None if img.ndim == 3 else 1)
             if i == 0 and j < len(col_titles):
-                ax.set_title(col_titles[j], fontsize=7)
+                ax.set_title(textwrap.fill(col_titles[j], max(12, int(cell * 16))), fontsize=7)
         if i < len(row_titles):
             axes[i][0].text(-0.1, 0.5, row_titles[i], transform=axes[i][0].transAxes, ha="right",
                             va="center", fontsize=6, wrap=True)

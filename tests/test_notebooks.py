@@ -47,6 +47,19 @@ def test_notebook_runs_with_smoke_profile(name, tmp_path):
     assert list(Path(tmp_path / name).glob("*.png"))
 
 
+@pytest.mark.slow
+def test_rerunning_one_notebook_keeps_the_record_of_the_others(tmp_path):
+    kept = {"parameters": {"out_dir": "x"}, "wall_s": 100.0}
+    (tmp_path / "run_smoke.json").write_text(json.dumps(
+        {"profile": "smoke", "started": "2026-01-01T00:00:00", "notebooks": {"06_segmentation_training": kept}}))
+    record = run_profile("smoke", only=["00_toy_world"], out_root=tmp_path)
+    assert json.loads((tmp_path / "run_smoke.json").read_text()) == record
+    assert list(record["notebooks"]) == ["00_toy_world", "06_segmentation_training"]
+    assert record["notebooks"]["06_segmentation_training"] == kept and record["started"] == "2026-01-01T00:00:00"
+    assert record["wall_s"] == round(100.0 + record["notebooks"]["00_toy_world"]["wall_s"], 1)
+    assert record["reruns"][0]["notebooks"] == ["00_toy_world"]
+
+
 def test_unknown_profile_and_notebook():
     with pytest.raises(FileNotFoundError, match="known profiles"):
         load_profile("huge")
