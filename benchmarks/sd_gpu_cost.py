@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from functools import partial
 
 import numpy as np
 import torch
@@ -79,13 +80,13 @@ def main() -> None:
     prompt = "a red circle and a blue square"
     generate(backend, [prompt], [0], num_steps=2, capture_steps=1)  # warm-up, untimed
     for b in a.batch_sizes:
-        s, gib = measure(a.device, lambda: generate(backend, [prompt] * b, list(range(b)), num_steps=a.steps,
-                                                    capture_steps=min(PAPER_CAPTURE_STEP, a.steps - 1)))
+        s, gib = measure(a.device, partial(generate, backend, [prompt] * b, list(range(b)), num_steps=a.steps,
+                                           capture_steps=min(PAPER_CAPTURE_STEP, a.steps - 1)))
         print(f"generation, {a.steps} DDPM steps, batch {b}: {s / b:.2f} s/image, peak {gib:.2f} GiB", flush=True)
     images = np.random.default_rng(0).integers(0, 256, (max(a.nti_batch_sizes), backend.image_size,
                                                         backend.image_size, 3), dtype=np.uint8)
     for b in a.nti_batch_sizes:
-        s, gib = measure(a.device, lambda: invert(backend, images[:b], [prompt] * b, num_steps=a.nti_steps))
+        s, gib = measure(a.device, partial(invert, backend, images[:b], [prompt] * b, num_steps=a.nti_steps))
         print(f"null-text inversion, {a.nti_steps} DDIM steps x 10, batch {b}: {s / b:.1f} s/image, "
               f"peak {gib:.2f} GiB", flush=True)
 
