@@ -220,11 +220,12 @@ def table6_conclusions(rows: Sequence[dict]) -> list[str]:
 def adapted_backend(kind: str, model_path: str | None, images: np.ndarray, steps: int, lr: float,
                     batch_size: int, rank: int = 4, seed: int = 0, root: Path = DATA) -> tuple[Backend, str]:
     """A back-end with a DreamBooth-LoRA trained on unlabeled ``images`` (Table 4), cached (and
-    resumed) in ``root/lora-<hash>``; returns it and a name for its datasets' settings."""
-    key = json.dumps([kind, str(model_path), steps, lr, batch_size, rank, seed,
+    resumed) in ``root/lora-<hash>`` (of the base model's weights, the images and the settings);
+    returns it and a name for its datasets' settings."""
+    backend = load_backend(kind, model_path)
+    key = json.dumps([kind, backend.fingerprint(), steps, lr, batch_size, rank, seed,
                       hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest()])
     run_dir = root / f"lora-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
-    backend = load_backend(kind, model_path)
     add_lora(backend, rank=rank, alpha=rank, seed=seed)
     train_lora(backend, images, TOY_INSTANCE_PROMPT, run_dir, steps=steps, lr=lr, batch_size=batch_size, seed=seed)
     save_lora(backend, run_dir / "lora")

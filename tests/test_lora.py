@@ -174,3 +174,20 @@ def test_bad_input(tmp_path):
     add_lora(backend)
     with pytest.raises(ValueError, match="uint8 images"):
         train_lora(backend, target_images()[:, :16], TOY_INSTANCE_PROMPT, tmp_path)
+
+
+def test_cached_adaptation_is_keyed_by_the_base_weights_not_their_path(tmp_path):
+    """A model retrained in place must not reuse a LoRA trained on the old weights."""
+    from a2m_utils.backends import load_toy
+    from a2m_utils.experiments import adapted_backend
+
+    images = np.stack([toyworld.make_sample(i).image for i in range(2)])
+    kw = dict(images=images, steps=1, lr=1e-3, batch_size=2, root=tmp_path / "data")
+    model = load_toy()
+    model.save(tmp_path / "model")
+    _, first = adapted_backend("toy", str(tmp_path / "model"), **kw)
+    assert adapted_backend("toy", str(tmp_path / "model"), **kw)[1] == first  # same weights: reused
+    with torch.no_grad():
+        next(model.unet.parameters()).add_(1e-3)
+    model.save(tmp_path / "model")
+    assert adapted_backend("toy", str(tmp_path / "model"), **kw)[1] != first
