@@ -37,7 +37,8 @@ from .backends import load_toy
 from .images import to_tensor
 from .toymodel import new_toy
 
-TOY_RUNS = [Path(__file__).resolve().parent.parent / "runs" / name for name in ("toy-t2i-stage1", "toy-t2i-stage2", "toy-t2i")]
+TOY_RUNS = [Path(__file__).resolve().parent.parent / "runs" / name
+            for name in ("toy-t2i-stage1", "toy-t2i-stage2", "toy-t2i")]
 VAL_SEED0 = 10**9  # held-out seeds for model selection; training seeds stay below
 TRAIN_SEED_STRIDE = 10**6
 
@@ -204,7 +205,7 @@ def training_log(runs: list[Path]) -> list[dict]:
     """The logs of consecutive stages as one record: a later stage's steps and wall time continue
     from the step it started from, and the earlier stage's records past that step are dropped."""
     log: list[dict] = []
-    for run, offset in zip(runs, stage_offsets(runs)):
+    for run, offset in zip(runs, stage_offsets(runs), strict=True):
         records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
         if (run / "init.json").exists():
             log = [r for r in log if r["step"] <= offset]

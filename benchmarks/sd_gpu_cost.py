@@ -44,7 +44,8 @@ def sd_sized(device: str, dtype: torch.dtype, tiny: bool) -> Backend:
     torch.manual_seed(0)
     text = CLIPTextModel(CLIPTextConfig(vocab_size=len(tok), max_position_embeddings=77, bos_token_id=tok.bos_token_id,
                                         eos_token_id=tok.eos_token_id, **(TINY_TEXT if tiny else SD14_TEXT)))
-    unet = sd_unet(dict(TINY_SD_UNET_CONFIG, cross_attention_dim=TINY_TEXT["hidden_size"]) if tiny else SD14_UNET_CONFIG)
+    tiny_unet = dict(TINY_SD_UNET_CONFIG, cross_attention_dim=TINY_TEXT["hidden_size"])
+    unet = sd_unet(tiny_unet if tiny else SD14_UNET_CONFIG)
     vae = AutoencoderKL(**(TINY_VAE_CONFIG if tiny else SD14_VAE_CONFIG))
     sched = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1)
     parts = [m.to(device, dtype).eval() for m in (unet, text, vae)]
