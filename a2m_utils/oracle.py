@@ -8,6 +8,8 @@ attention alone.
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,7 @@ from scipy import ndimage
 
 from . import segmentation, toyworld
 from .classes import TOY
+from .metrics import confusion_matrix, scores
 
 ORACLE_DEFAULT = Path(__file__).resolve().parent.parent / "models" / "toy-oracle"
 MIN_COMPONENT = 6  # pixels: smaller blobs are not counted as objects
@@ -86,3 +89,21 @@ def fidelity(pred: np.ndarray, prompted: dict[str, int]) -> tuple[bool, bool]:
     """(every prompted class is found, the objects found are exactly the prompted ones and counts)."""
     found = object_counts(pred)
     return set(prompted) <= set(found), found == prompted
+
+
+def prompted_counts(scene: toyworld.Scene) -> dict[str, int]:
+    """The objects a toy caption asks for, per class name."""
+    return dict(Counter(o.shape for o in scene.objects))
+
+
+def check_generation(truth: np.ndarray, labels: Sequence[np.ndarray], scenes: Sequence[toyworld.Scene]) -> dict:
+    """Pseudo-masks ``labels`` of generated images scored against the oracle's masks ``truth`` of
+    the same images, and prompt fidelity against the ``scenes`` whose captions made them: mIoU and
+    per-class IoU (all images, and where every prompted class is found), the share of images with
+    every prompted class found, and with exactly the prompted objects."""
+    found, exact = map(np.array, zip(*(fidelity(t, prompted_counts(s)) for t, s in zip(truth, scenes, strict=True))))
+    conf = np.stack([confusion_matrix(p, t, TOY.num_classes) for p, t in zip(labels, truth, strict=True)])
+    everything = scores(conf.sum(0))
+    return {"miou": everything["miou"], "iou": everything["iou"],
+            "miou_where_all_found": scores(conf[found].sum(0))["miou"],
+            "all_found": float(found.mean()), "exact": float(exact.mean())}
