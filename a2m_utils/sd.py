@@ -1,11 +1,16 @@
-"""Stable Diffusion 1.x: the U-Net configuration, for building models without a download."""
+"""Stable Diffusion 1.x shapes, for building models without a download: the real architecture
+with random weights (the compute of the real checkpoint), or the same layout shrunk for tests."""
 
 from __future__ import annotations
 
-from diffusers import UNet2DConditionModel
+import torch
+from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModel
 
-# CompVis/stable-diffusion-v1-4 unet/config.json (the architecture; weights are not needed
-# to measure compute): 16 cross-attention layers with 8 heads at 64, 32, 16 and 8 latent pixels.
+from .backends import Backend
+
+# CompVis/stable-diffusion-v1-4 unet/config.json: 16 cross-attention layers with 8 heads at 64,
+# 32, 16 and 8 latent pixels.
 SD14_UNET_CONFIG = dict(
     sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
     block_out_channels=(320, 640, 1280, 1280),
@@ -15,17 +20,41 @@ SD14_UNET_CONFIG = dict(
     act_fn="silu", center_input_sample=False, downsample_padding=1, flip_sin_to_cos=True,
     freq_shift=0, mid_block_scale_factor=1, norm_eps=1e-5,
 )
+# vae/config.json, the text encoder's (CLIP ViT-L/14) shape and scheduler/scheduler_config.json.
+SD14_VAE_CONFIG = dict(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2, sample_size=512,
+                       block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
+                       up_block_types=("UpDecoderBlock2D",) * 4, norm_num_groups=32)
+SD14_TEXT_CONFIG = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12)
+SD14_SCHEDULER_CONFIG = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1)
 
-# The same layout shrunk for tests (as diffusers' own pipeline tests do).
+# The same layout shrunk for tests (as diffusers' own pipeline tests do): 32x32 images, 16x16 latents.
 TINY_SD_UNET_CONFIG = dict(
     SD14_UNET_CONFIG, sample_size=16, layers_per_block=1, block_out_channels=(8, 16, 16, 16),
     cross_attention_dim=16, attention_head_dim=2, norm_num_groups=4,
 )
+TINY_VAE_CONFIG = dict(SD14_VAE_CONFIG, sample_size=32, block_out_channels=(8, 8), layers_per_block=1,
+                       down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                       norm_num_groups=4)
+TINY_TEXT_CONFIG = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2)
 
 
 def sd_unet(config: dict = SD14_UNET_CONFIG, seed: int = 0) -> UNet2DConditionModel:
     """A randomly initialised U-Net of the given configuration."""
-    import torch
-
     torch.manual_seed(seed)
     return UNet2DConditionModel(**config)
+
+
+def random_sd(tokenizer, tiny: bool = False, text_layers: int | None = None, vae: bool = True,
+              latent: int | None = None, seed: int = 0) -> Backend:
+    """A Stable Diffusion 1.4-shaped back-end with random weights (``tiny``: the test-sized layout)
+    around ``tokenizer``: ``text_layers`` overrides the text encoder's depth, ``latent`` the U-Net's
+    latent size; without ``vae`` it denoises latents and decodes nothing."""
+    unet_config, text_config = (TINY_SD_UNET_CONFIG, TINY_TEXT_CONFIG) if tiny else (SD14_UNET_CONFIG, SD14_TEXT_CONFIG)
+    unet = sd_unet(dict(unet_config, sample_size=latent or unet_config["sample_size"]), seed)
+    text = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tokenizer), max_position_embeddings=tokenizer.model_max_length,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        **dict(text_config, num_hidden_layers=text_layers or text_config["num_hidden_layers"])))
+    decoder = AutoencoderKL(**(TINY_VAE_CONFIG if tiny else SD14_VAE_CONFIG)).eval() if vae else None
+    return Backend(unet.eval(), text.eval(), tokenizer, DDPMScheduler(**SD14_SCHEDULER_CONFIG), decoder,
+                   name="sd14-config-random")

@@ -18,25 +18,18 @@ import statistics
 import time
 
 import torch
-from diffusers import DDPMScheduler
-from transformers import CLIPTextConfig, CLIPTextModel
 
 from a2m_utils.attention import capture_attention
 from a2m_utils.backends import TOY_DEFAULT, Backend, load_toy
 from a2m_utils.generate import sample
-from a2m_utils.sd import SD14_UNET_CONFIG, sd_unet
+from a2m_utils.sd import random_sd
 from a2m_utils.toymodel import build_tokenizer, new_toy
 
 
 def sd_backend(latent: int) -> Backend:
     tok = build_tokenizer()
     tok.model_max_length = 77
-    text = CLIPTextModel(CLIPTextConfig(vocab_size=len(tok), hidden_size=768, intermediate_size=3072,
-                                        num_hidden_layers=1, num_attention_heads=12, max_position_embeddings=77,
-                                        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id))
-    unet = sd_unet(dict(SD14_UNET_CONFIG, sample_size=latent)).eval()
-    sched = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
-    return Backend(unet, text.eval(), tok, sched, name="sd14-config")
+    return random_sd(tok, text_layers=1, vae=False, latent=latent)
 
 
 def run(backend: Backend, steps: int, capture, prompts: list[str]) -> tuple[float, int]:

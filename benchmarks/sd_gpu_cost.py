@@ -18,38 +18,21 @@ from functools import partial
 
 import numpy as np
 import torch
-from diffusers import AutoencoderKL, DDPMScheduler
-from transformers import CLIPTextConfig, CLIPTextModel
 
 from a2m_utils.backends import Backend
 from a2m_utils.generate import PAPER_CAPTURE_STEP, PAPER_STEPS, generate
 from a2m_utils.nti import NTI_STEPS, invert
-from a2m_utils.sd import SD14_UNET_CONFIG, TINY_SD_UNET_CONFIG, sd_unet
+from a2m_utils.sd import random_sd
 from a2m_utils.toymodel import build_tokenizer
-
-# CompVis/stable-diffusion-v1-4 vae/config.json and the text encoder's (CLIP ViT-L/14) shape.
-SD14_VAE_CONFIG = dict(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2, sample_size=512,
-                       block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
-                       up_block_types=("UpDecoderBlock2D",) * 4, norm_num_groups=32)
-SD14_TEXT = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12)
-TINY_VAE_CONFIG = dict(SD14_VAE_CONFIG, sample_size=32, block_out_channels=(8, 8), layers_per_block=1,
-                       down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-                       norm_num_groups=4)
-TINY_TEXT = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2)
 
 
 def sd_sized(device: str, dtype: torch.dtype, tiny: bool) -> Backend:
     tok = build_tokenizer()
     tok.model_max_length = 77
-    torch.manual_seed(0)
-    text = CLIPTextModel(CLIPTextConfig(vocab_size=len(tok), max_position_embeddings=77, bos_token_id=tok.bos_token_id,
-                                        eos_token_id=tok.eos_token_id, **(TINY_TEXT if tiny else SD14_TEXT)))
-    tiny_unet = dict(TINY_SD_UNET_CONFIG, cross_attention_dim=TINY_TEXT["hidden_size"])
-    unet = sd_unet(tiny_unet if tiny else SD14_UNET_CONFIG)
-    vae = AutoencoderKL(**(TINY_VAE_CONFIG if tiny else SD14_VAE_CONFIG))
-    sched = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1)
-    parts = [m.to(device, dtype).eval() for m in (unet, text, vae)]
-    return Backend(parts[0], parts[1], tok, sched, parts[2], name="sd14-config-random")
+    backend = random_sd(tok, tiny=tiny)
+    for module in (backend.unet, backend.text_encoder, backend.vae):
+        module.to(device, dtype)
+    return backend
 
 
 def measure(device: str, fn) -> tuple[float, float]:

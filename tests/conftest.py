@@ -5,7 +5,8 @@ import pytest
 import torch
 from transformers import CLIPTokenizer
 
-from a2m_utils.sd import TINY_SD_UNET_CONFIG, sd_unet
+from a2m_utils.backends import Backend
+from a2m_utils.sd import TINY_SD_UNET_CONFIG, random_sd, sd_unet
 from a2m_utils.toymodel import build_unet
 
 
@@ -43,16 +44,7 @@ def clip_tokenizer(folder, cls=CLIPTokenizer, words=CLIP_WORDS, max_length=77):
     return cls(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=max_length)
 
 
-def tiny_sd_parts(folder):
-    """Tokenizer, text encoder and VAE of a tiny random Stable Diffusion (latents 4 x 16 x 16 for 32 x 32)."""
-    from diffusers import AutoencoderKL
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    tok = clip_tokenizer(folder, max_length=16)
-    torch.manual_seed(0)
-    text = CLIPTextModel(CLIPTextConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32,
-                                        num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=16,
-                                        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id))
-    vae = AutoencoderKL(block_out_channels=(8, 8), down_block_types=("DownEncoderBlock2D",) * 2,
-                        up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=4)
-    return tok, text, vae
+def tiny_sd(folder) -> Backend:
+    """A tiny random Stable Diffusion back-end with a VAE and a CLIP BPE tokenizer of length 16
+    (latents 4 x 16 x 16 for 32 x 32 images)."""
+    return random_sd(clip_tokenizer(folder, max_length=16), tiny=True)

@@ -1,23 +1,21 @@
 import numpy as np
 import pytest
-from conftest import tiny_sd_parts
+from conftest import tiny_sd
 from diffusers import DDPMScheduler, StableDiffusionPipeline
 
 from a2m_utils.backends import load_backend, load_stable_diffusion
 from a2m_utils.generate import generate
-from a2m_utils.sd import TINY_SD_UNET_CONFIG, sd_unet
 from a2m_utils.toymodel import new_toy
 
 
 @pytest.fixture(scope="module")
-def tiny_sd(tmp_path_factory):
+def sd_folder(tmp_path_factory):
     """A tiny randomly initialised Stable Diffusion pipeline saved in diffusers layout (no download)."""
     d = tmp_path_factory.mktemp("tiny-sd")
     (d / "tok").mkdir()
-    tok, text, vae = tiny_sd_parts(d / "tok")
-    sched = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text, tokenizer=tok, unet=sd_unet(TINY_SD_UNET_CONFIG),
-                                   scheduler=sched, safety_checker=None, feature_extractor=None,
+    b = tiny_sd(d / "tok")
+    pipe = StableDiffusionPipeline(vae=b.vae, text_encoder=b.text_encoder, tokenizer=b.tokenizer, unet=b.unet,
+                                   scheduler=b.scheduler, safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)
     pipe.save_pretrained(d / "pipe")
     return d / "pipe"
@@ -44,8 +42,8 @@ def test_records_step_index_and_timestep():
     assert [i for i, _ in g.steps_used] == [0, 1, 2, 3]
 
 
-def test_stable_diffusion_path(tiny_sd):
-    backend = load_stable_diffusion(tiny_sd)
+def test_stable_diffusion_path(sd_folder):
+    backend = load_stable_diffusion(sd_folder)
     assert backend.vae is not None and backend.image_size == 32
     a = generate(backend, ["a photo of a dog", "an aeroplane"], [0, 1], num_steps=4, capture_steps=2,
                  self_attention_res=8)

@@ -18,7 +18,7 @@ from a2m_utils.lora import (
     save_lora,
     train_lora,
 )
-from a2m_utils.sd import TINY_SD_UNET_CONFIG, sd_unet
+from a2m_utils.sd import TINY_SD_UNET_CONFIG, TINY_VAE_CONFIG, sd_unet
 from a2m_utils.toymodel import (
     build_scheduler,
     build_text_encoder,
@@ -38,9 +38,7 @@ def tiny_backend(kind: str) -> Backend:
         unet = build_unet(channels=(8, 16, 16), context_dim=16)
     else:
         unet = sd_unet(TINY_SD_UNET_CONFIG)
-        vae = AutoencoderKL(block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
-                            up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=4,
-                            sample_size=32)
+        vae = AutoencoderKL(**TINY_VAE_CONFIG)
     return Backend(unet.eval(), build_text_encoder(len(tok), width=16).eval(), tok, build_scheduler(), vae, name=kind)
 
 

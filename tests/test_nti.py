@@ -1,11 +1,9 @@
 import numpy as np
 import pytest
-from conftest import tiny_sd_parts
-from diffusers import DDPMScheduler
+from conftest import tiny_sd
 
-from a2m_utils.backends import Backend, load_backend
+from a2m_utils.backends import load_backend
 from a2m_utils.nti import invert
-from a2m_utils.sd import TINY_SD_UNET_CONFIG, sd_unet
 from a2m_utils.toyworld import make_sample
 
 # Few steps, few inner steps and a larger learning rate than the paper's 1e-2, to run in seconds.
@@ -18,11 +16,8 @@ def toy():
 
 
 @pytest.fixture(scope="module")
-def tiny_sd(tmp_path_factory):
-    """A tiny random Stable Diffusion back-end with a VAE (latents 4 x 16 x 16 for 32 x 32 images)."""
-    tok, text, vae = tiny_sd_parts(tmp_path_factory.mktemp("tok"))
-    sched = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1)
-    return Backend(sd_unet(TINY_SD_UNET_CONFIG), text, tok, sched, vae, name="tiny-sd")
+def sd(tmp_path_factory):
+    return tiny_sd(tmp_path_factory.mktemp("tok"))
 
 
 def test_null_text_beats_plain_ddim_inversion_on_toy(toy):
@@ -45,9 +40,9 @@ def test_plain_inversion_is_deterministic_and_captures_chosen_steps(toy):
     assert np.array_equal(a.image, b.image) and np.array_equal(a.attention, b.attention)
 
 
-def test_stable_diffusion_end_to_end(tiny_sd):
+def test_stable_diffusion_end_to_end(sd):
     image = make_sample(0).image
-    (inv,) = invert(tiny_sd, image[None], ["a photo of a dog"], num_steps=2, guidance_scale=3.0, inner_steps=2)
+    (inv,) = invert(sd, image[None], ["a photo of a dog"], num_steps=2, guidance_scale=3.0, inner_steps=2)
     assert inv.image.shape == (32, 32, 3) and inv.image.dtype == np.uint8
     assert inv.attention.shape == (16, 16, 16) and inv.latent_T.shape == (1, 4, 16, 16)
     assert inv.steps_used == [(0, 501), (1, 1)]
