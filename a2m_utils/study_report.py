@@ -23,6 +23,8 @@ SECTIONS = {  # notebook -> (title, measured tables)
 KEY_METRICS = ("rendered_attention_miou", "rendered_attention_miou_attributes", "generated_pseudomask_miou",
                "generated_pseudomask_miou_attributes", "prompt_fidelity", "prompt_fidelity_all_classes_found",
                "oracle_rendered_miou")
+BETA_OF = {"rendered_attention_miou": "probe_beta", "rendered_attention_miou_attributes": "probe_beta",
+           "generated_pseudomask_miou": "beta", "generated_pseudomask_miou_attributes": "beta"}
 
 
 def paper_tables() -> dict[str, str]:
@@ -37,6 +39,16 @@ def paper_tables() -> dict[str, str]:
     return {"table1": t1, "table2": t2, "table3": t3, "table4": t4, "table5": t5, "table6": t6}
 
 
+def _mask_quality_rows(metrics: dict) -> list[list]:
+    """Notebook 02's key measures, each mIoU with the beta of Eq. 5 it was measured at."""
+    params = metrics.get("parameters", {})
+    rows = {k + (f" (beta {b})" if (b := params.get(BETA_OF.get(k))) is not None else ""): metrics[k]
+            for k in KEY_METRICS if k in metrics}
+    for key in ("rendered_attention_miou_by_beta", "generated_pseudomask_miou_by_beta"):
+        rows |= {f"{key.removesuffix('_by_beta')} (beta {b})": v for b, v in metrics.get(key, {}).items()}
+    return [[k, v] for k, v in rows.items()]
+
+
 def _section(root: Path, name: str, title: str, tables: tuple[str, ...], run: dict, reference: dict) -> list[str]:
     folder = root / name
     metrics = json.loads((folder / "metrics.json").read_text())
@@ -44,7 +56,7 @@ def _section(root: Path, name: str, title: str, tables: tuple[str, ...], run: di
            + (f", {run['notebooks'][name]['wall_s']:.0f} s" if name in run.get("notebooks", {}) else "")
            + f"; parameters: `{json.dumps(metrics.get('parameters', {}))}`", ""]
     if name == "02_mask_building":
-        out += [md_table(["measure", "value"], [[k, metrics.get(k)] for k in KEY_METRICS if k in metrics]), ""]
+        out += [md_table(["measure", "value"], _mask_quality_rows(metrics)), ""]
     for t in tables:
         out += [f"**{t}, toy world (measured)**", "", (folder / f"{t}.md").read_text().strip(), "",
                 f"**{t}, paper**", "", reference[t], ""]
