@@ -1,0 +1,51 @@
+"""Plain training vs BECO as the segmenters train longer: the toy study's 500 generated images
+(notebook 06's cached dataset, the toy preset) and as many rendered images with exact labels,
+scored on rendered development images (``experiments.DEV_SEED0 + 2 * 10**8``) that no notebook
+uses. Prints one JSON line per (steps, method, seed).
+
+    python scripts/segmenter_length.py [--steps 250 1000] [--seeds 0] [--n 500] [--n-val 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import replace
+
+import torch
+
+from a2m_utils import experiments, prompts
+from a2m_utils.backends import load_backend
+from a2m_utils.classes import TOY
+from a2m_utils.dataset import PRESETS
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--steps", type=int, nargs="+", default=[250, 1000])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--n", type=int, default=500)
+    p.add_argument("--n-val", type=int, default=300)
+    p.add_argument("--threads", type=int, default=2)
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    model = load_backend("toy")
+    folder = experiments.cached_dataset(model, prompts.toy_prompts(a.n), PRESETS["toy"], "toy-main")
+    train = {"real-supervised": ("supervised", experiments.rendered(a.n, experiments.REAL_SEED0)),
+             "attn2mask": ("supervised", experiments.arrays(folder)),
+             "attn2mask+BECO": ("beco", experiments.arrays(folder))}
+    val = experiments.rendered(a.n_val, experiments.DEV_SEED0 + 2 * 10**8)
+    for steps in a.steps:
+        config = replace(experiments.SegConfig(), steps=steps)
+        for seed in a.seeds:
+            for name, (method, data) in train.items():
+                t0 = time.time()
+                got = experiments.score(experiments.fit(method, data, TOY.num_classes, seed, config, name),
+                                        val[0], val[1], TOY.num_classes)
+                print(json.dumps({"steps": steps, "method": name, "seed": seed, "mIoU": round(got["miou"], 4),
+                                  "seconds": round(time.time() - t0)}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
