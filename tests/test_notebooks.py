@@ -4,9 +4,10 @@ import json
 from pathlib import Path
 
 import nbformat
+import papermill as pm
 import pytest
 
-from a2m_utils.runner import NOTEBOOKS, load_profile, run_profile
+from a2m_utils.runner import NOTEBOOKS, PROFILES, load_profile, run_profile
 
 ALL = sorted(p.stem for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
 EXPECTED_KEYS = {
@@ -34,6 +35,14 @@ def test_committed_notebook_is_clean(name):
 def test_profiles_cover_every_notebook():
     for profile in ("toy", "smoke"):
         assert sorted(load_profile(profile)[1]) == ALL
+
+
+def test_every_profile_loads_and_names_known_parameters():
+    for path in sorted(PROFILES.glob("*.yaml")):
+        common, notebooks = load_profile(path.stem)
+        for name, params in notebooks.items():
+            declared = set(pm.inspect_notebook(str(NOTEBOOKS / f"{name}.ipynb")))
+            assert (set(common) - {"out_dir_root"}) | set(params) <= declared, (path.name, name)
 
 
 @pytest.mark.slow
