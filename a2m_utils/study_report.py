@@ -75,7 +75,7 @@ def build(root: str | Path, profile: str = "toy") -> Path:
     record = root / f"run_{profile}.json"
     run = json.loads(record.read_text()) if record.exists() else {}
     lines = ["# attn2mask in the toy world: the paper's tables, reproduced", "",
-             f"Made by `python -m a2m_utils.runner --profile {profile}` (the README's main command), "
+             f"Made by `bash scripts/reproduce.sh {profile}` (`python -m a2m_utils.runner --profile {profile}`), "
              f"started {run.get('started', '?')}, wall time {run.get('wall_s', float('nan')) / 60:.1f} min "
              f"(the notebooks' sum) on {run.get('cpus', '?')} CPU cores{_reruns(run)}; notebooks in this run: "
              f"{', '.join(run.get('notebooks', {})) or 'none recorded'} (a notebook not run has no section); "
