@@ -31,10 +31,10 @@ def main() -> None:
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     model = load_backend("toy")
-    folder = experiments.cached_dataset(model, prompts.toy_prompts(a.n), PRESETS["toy"], "toy-main")
+    synthetic = experiments.arrays(experiments.cached_dataset(model, prompts.toy_prompts(a.n), PRESETS["toy"],
+                                                              "toy-main"))
     train = {"real-supervised": ("supervised", experiments.rendered(a.n, experiments.REAL_SEED0)),
-             "attn2mask": ("supervised", experiments.arrays(folder)),
-             "attn2mask+BECO": ("beco", experiments.arrays(folder))}
+             "attn2mask": ("supervised", synthetic), "attn2mask+BECO": ("beco", synthetic)}
     val = experiments.rendered(a.n_val, experiments.DEV_SEED0 + 2 * 10**8)
     for steps in a.steps:
         config = replace(experiments.SegConfig(), steps=steps)
