@@ -10,7 +10,7 @@ exported as the model folder.
 
     python -m a2m_utils.train_toy --out models/toy-t2i --run runs/toy-t2i --steps 2400 --threads 2
 
-The committed model's three stages: ``runs/toy-t2i-stage1``, ``runs/toy-t2i-stage2`` and ``runs/toy-t2i``
+The committed model's four stages: ``runs/toy-t2i-stage1``, ``-stage2``, ``-stage3`` and ``runs/toy-t2i``
 (each folder's ``command.txt``).
 """
 
@@ -38,7 +38,7 @@ from .images import to_tensor
 from .toymodel import new_toy
 
 TOY_RUNS = [Path(__file__).resolve().parent.parent / "runs" / name
-            for name in ("toy-t2i-stage1", "toy-t2i-stage2", "toy-t2i")]
+            for name in ("toy-t2i-stage1", "toy-t2i-stage2", "toy-t2i-stage3", "toy-t2i")]
 VAL_SEED0 = 10**9  # held-out seeds for model selection; training seeds stay below
 TRAIN_SEED_STRIDE = 10**6
 
@@ -53,6 +53,19 @@ def batch(seed: int, step: int, size: int, p_uncond: float, colour_p: float = 1.
         samples = [replace(s, caption=toyworld.caption(s.scene, rng, colour_p=colour_p)) for s in samples]
     captions = [("" if rng.random() < p_uncond else s.caption) for s in samples]
     return to_tensor(np.stack([s.image for s in samples])), captions
+
+
+class _Batches(torch.utils.data.Dataset):
+    """The batches of steps ``start``, ``start + 1``, ... (``batch``), for rendering in worker processes."""
+
+    def __init__(self, seed: int, start: int, stop: int, size: int, p_uncond: float, colour_p: float) -> None:
+        self.seed, self.start, self.stop, self.args = seed, start, stop, (size, p_uncond, colour_p)
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, list[str]]:
+        return batch(self.seed, self.start + i, *self.args)
 
 
 class Trainer:
@@ -132,8 +145,14 @@ class Trainer:
             "opt": self.opt.state_dict(), "sched": self.sched.state_dict(), "ema": self.ema.state_dict(),
         }, self.ckpt)
 
-    def train_step(self) -> float:
-        x0, captions = batch(self.seed, self.step, self.batch_size, self.p_uncond, self.colour_p)
+    def batches(self, stop: int, workers: int) -> torch.utils.data.DataLoader:
+        """The batches of the steps from the current one to ``stop``, rendered by ``workers``
+        processes ahead of training (0: in this process); the same batches for any ``workers``."""
+        steps = _Batches(self.seed, self.step, stop, self.batch_size, self.p_uncond, self.colour_p)
+        return torch.utils.data.DataLoader(steps, batch_size=None, num_workers=workers,
+                                           prefetch_factor=4 if workers else None)
+
+    def train_step(self, x0: torch.Tensor, captions: list[str]) -> float:
         gen = torch.Generator().manual_seed(self.seed * TRAIN_SEED_STRIDE + self.step)
         noise = torch.randn(x0.shape, generator=gen)  # drawn on the CPU: the same draws on any device
         t = torch.randint(0, self.model.scheduler.config.num_train_timesteps, (len(x0),), generator=gen)
@@ -166,14 +185,16 @@ class Trainer:
         self.ema.restore(self.params)
         return result
 
-    def fit(self, eval_every: int, ckpt_every: int, n_val: int, stop_after: int | None = None) -> None:
-        """Train to ``steps`` (or pause after step ``stop_after``, checkpointed, to resume later)."""
+    def fit(self, eval_every: int, ckpt_every: int, n_val: int, stop_after: int | None = None,
+            workers: int = 0) -> None:
+        """Train to ``steps`` (or pause after step ``stop_after``, checkpointed, to resume later),
+        with the batches rendered by ``workers`` processes."""
         t0, done0, wall0 = time.time(), self.step, self.wall_s
         last = min(self.steps, stop_after or self.steps)
         bar = tqdm(total=self.steps, initial=self.step, desc="toy model", smoothing=0.05)
         with self.log.open("a") as log:
-            while self.step < last:
-                loss = self.train_step()
+            for x0, captions in self.batches(last, workers):
+                loss = self.train_step(x0, captions)
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4f}")
                 self.wall_s = wall0 + time.time() - t0
@@ -248,6 +269,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--colour-p", type=float, default=1.0, help="chance that a training caption names an object's colour")
     p.add_argument("--stop-after", type=int, help="pause after this step (checkpointed; rerun to resume)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--workers", type=int, default=0, help="processes rendering batches ahead (0: none)")
     p.add_argument("--device", default="cpu", help="e.g. cuda: same draws as on the CPU, not bit-identical weights")
     p.add_argument("--init-from", type=Path, help="start from the weights of another run's checkpoint.pt or "
                    "exported model folder (a second stage with a schedule of its own)")
@@ -260,7 +282,7 @@ def main(argv: list[str] | None = None) -> None:
         f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} python -m a2m_utils.train_toy {args}\n")
     trainer = Trainer(a.run, a.out, a.steps, a.seed, a.batch_size, a.lr, a.p_uncond, a.ema_decay, a.warmup,
                       a.init_from, a.text_layers, a.text_window or None, a.device, a.colour_p)
-    trainer.fit(a.eval_every, a.ckpt_every, a.n_val, a.stop_after)
+    trainer.fit(a.eval_every, a.ckpt_every, a.n_val, a.stop_after, a.workers)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ their exact labels (one forward pass at t = 500, as notebook 02 measures). Print
 line per (setting, beta).
 
     python scripts/toy_preset_sweep.py [--seed0 8000000000] [--settings ddim:20:2.0 ...] [--betas 0 0.2 ...]
+                                       [--model models/toy-t2i]
 """
 
 from __future__ import annotations
@@ -36,9 +37,10 @@ def main() -> None:
     p.add_argument("--betas", nargs="+", type=float, default=[0.0, 0.05, 0.1, 0.15, 0.2, 0.3])
     p.add_argument("--n-rendered", type=int, default=128, help="rendered images, seeds from seed0 + 10**8")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--model", help="toy model folder (default: the committed one)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    model, oracle = load_backend("toy"), load_or_train_oracle()
+    model, oracle = load_backend("toy", a.model), load_or_train_oracle()
     samples = [toyworld.make_sample(a.seed0 + i, max_objects=2) for i in range(a.n)]
     scenes, prompts = [s.scene for s in samples], [s.caption for s in samples]
     rendered = list(range(a.seed0 + 10**8, a.seed0 + 10**8 + a.n_rendered))
@@ -55,7 +57,7 @@ def main() -> None:
             labels = [masks.pseudo_mask(pm.maps, pm.class_ids, "dcrf", image=im, beta=beta)
                       for pm, im in zip(pseudo, gen.images)]
             got = check_generation(truth, labels, scenes)
-            print(json.dumps({"seed0": a.seed0, "sampler": sampler, "steps": int(steps), "guidance": float(guidance),
+            print(json.dumps({"model": a.model, "seed0": a.seed0, "sampler": sampler, "steps": int(steps), "guidance": float(guidance),
                               "beta": beta, "pseudomask_miou": round(got["miou"], 3),
                               "rendered_attention_miou": round(attention[beta], 3), "all_found": got["all_found"],
                               "exact": got["exact"], "generation_s": round(seconds)}), flush=True)

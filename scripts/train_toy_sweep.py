@@ -6,6 +6,9 @@ cosine schedule ends inside the budget. Every run's log, command and exported mo
 into ``<out>/<name>.tar.gz``; ``sweep.json`` records the probe and the steps chosen.
 
     python scripts/train_toy_sweep.py --out /tmp/sweep --budget 330 --device cuda
+
+The ``s4-*`` configurations are fourth stages from stage 3's weights (``models/toy-t2i-stage3``); ``s4-b64``
+made the committed model (``runs/toy-t2i/command.txt``).
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ CONFIGS = {
     "w3c": ["--text-layers", "1", "--text-window", "3", "--colour-p", "0.5"],
     "full2": ["--text-layers", "2", "--text-window", "0"],
     "full2c": ["--text-layers", "2", "--text-window", "0", "--colour-p", "0.5"],
+    **{f"s4-b{size}": ["--init-from", "models/toy-t2i-stage3", "--seed", str(seed), "--batch-size", str(size),
+                       "--lr", lr, "--warmup", "50"]
+       for seed, size, lr in [(4, 64, "2e-4"), (5, 128, "2e-4"), (6, 256, "3e-4")]},
 }
 PROBE_STEPS = 40
 
@@ -57,9 +63,12 @@ def main() -> None:
     p.add_argument("--budget", type=float, required=True, help="seconds for the training runs")
     p.add_argument("--device", default="cuda")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--configs", nargs="+", default=list(CONFIGS))
+    p.add_argument("--configs", nargs="+", default=["w3", "w3c", "full2", "full2c"], choices=list(CONFIGS))
+    p.add_argument("--workers", type=int, default=0, help="processes rendering each run's batches")
+    p.add_argument("--n-val", type=int, default=64, help="held-out images of each evaluation")
     a = p.parse_args()
-    common = ["--device", a.device, "--batch-size", str(a.batch_size), "--threads", "2", "--ckpt-every", "1000"]
+    common = ["--device", a.device, "--batch-size", str(a.batch_size), "--threads", "2", "--ckpt-every", "1000",
+              "--workers", str(a.workers)]
     a.out.mkdir(parents=True, exist_ok=True)
     probe = a.work / "probe"
     probe.mkdir(parents=True, exist_ok=True)
@@ -73,13 +82,13 @@ def main() -> None:
     start, procs = time.time(), {}
     for n, s in speed.items():
         steps = max(100, int(0.8 * a.budget / s) // 100 * 100)
-        procs[n] = launch(n, CONFIGS[n], steps, max(50, steps // 10 // 50 * 50), 64, root, common)
-        record["runs"][n] = {"steps": steps, "args": CONFIGS[n] + common}
+        procs[n] = launch(n, CONFIGS[n], steps, max(50, steps // 10 // 50 * 50), a.n_val, root, common)
+        record["runs"][n] = {"steps": steps, "args": common + CONFIGS[n]}
     codes = wait_all(procs, start + a.budget * 1.3)
     for n, code in codes.items():
         record["runs"][n]["returncode"] = code
         with tarfile.open(a.out / f"{n}.tar.gz", "w:gz") as tar:
-            for part in (root / "runs" / n / "log.jsonl", root / "runs" / n / "command.txt",
+            for part in (*(root / "runs" / n / f for f in ("log.jsonl", "command.txt", "init.json")),
                          root / "models" / n, root / f"{n}.stderr"):
                 if part.exists():
                     tar.add(part, arcname=str(part.relative_to(root)))

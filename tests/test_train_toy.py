@@ -35,6 +35,15 @@ def test_resume_matches_an_uninterrupted_run(tmp_path):
     assert log[-1]["wall_s"] >= interrupted.wall_s > 0
 
 
+def test_batches_rendered_by_workers_train_the_same_weights(tmp_path):
+    inline, parallel = make(tmp_path, "w0", steps=3), make(tmp_path, "w2", steps=3)
+    inline.fit(eval_every=100, ckpt_every=100, n_val=2)
+    parallel.fit(eval_every=100, ckpt_every=100, n_val=2, workers=2)
+    assert parallel.step == 3
+    for k, v in inline.model.unet.state_dict().items():
+        assert torch.equal(v, parallel.model.unet.state_dict()[k]), k
+
+
 def test_export_loads_and_resume_checks_settings(tmp_path):
     t = make(tmp_path, "c", steps=1)
     t.fit(eval_every=1, ckpt_every=1, n_val=2)
