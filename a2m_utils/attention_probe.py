@@ -22,10 +22,11 @@ from .pipeline import build_pseudo_mask
 
 
 def attention_labels(model, samples: Sequence[toyworld.ToySample], timesteps: Sequence[int], seed: int,
-                     beta: float, method: str, variants: Sequence[bool] = (False,),
-                     resolution: tuple[int, int] | None = None) -> dict[bool, list[np.ndarray]]:
-    """Pseudo-masks of rendered samples from one forward pass per timestep, for each variant
-    (False: class tokens only; True: with the colour tokens bound to each class word)."""
+                     betas: Sequence[float], method: str, variants: Sequence[bool] = (False,),
+                     resolution: tuple[int, int] | None = None) -> dict[tuple[float, bool], list[np.ndarray]]:
+    """Pseudo-masks of rendered samples from one forward pass per timestep, for each background
+    prior beta (Eq. 5) and variant (False: class tokens only; True: with the colour tokens bound
+    to each class word), keyed by (beta, variant)."""
     x0 = to_tensor(np.stack([s.image for s in samples]))
     captions = [s.caption for s in samples]
     gen = torch.Generator().manual_seed(seed)
@@ -38,28 +39,36 @@ def attention_labels(model, samples: Sequence[toyworld.ToySample], timesteps: Se
             model.unet(model.scheduler.add_noise(x0, noise, tt), tt, context)
     attn = store.cross_attention(resolution).cpu().numpy()
     return {
-        v: [build_pseudo_mask(a, s.caption, s.image, model.tokenizer, TOY, method, beta,
-                              attributes=toyworld.COLOURS if v else (), expected=s.scene.classes).label
-            for s, a in zip(samples, attn)]
-        for v in variants
+        (b, v): [build_pseudo_mask(a, s.caption, s.image, model.tokenizer, TOY, method, b,
+                                   attributes=toyworld.COLOURS if v else (), expected=s.scene.classes).label
+                 for s, a in zip(samples, attn)]
+        for b in betas for v in variants
     }
 
 
-def rendered_attention_variants(model, seeds: Sequence[int], timesteps: Sequence[int] = (500,),
-                                beta: float = 0.2, method: str = "dcrf", variants: Sequence[bool] = (False, True),
-                                batch_size: int = 32, domain: str = "source",
-                                resolution: tuple[int, int] | None = None) -> dict[bool, dict]:
+def rendered_attention_by_beta(model, seeds: Sequence[int], timesteps: Sequence[int] = (500,),
+                               betas: Sequence[float] = (0.2,), method: str = "dcrf",
+                               variants: Sequence[bool] = (False, True), batch_size: int = 32,
+                               domain: str = "source",
+                               resolution: tuple[int, int] | None = None) -> dict[float, dict[bool, dict]]:
     """Per-class IoU, mIoU and pixel accuracy of attention pseudo-masks on rendered images, per
-    variant (see ``attention_labels``), all from the same forward passes; maps of all layers, or
-    of the layers at one ``resolution``."""
-    conf = {v: np.zeros((TOY.num_classes, TOY.num_classes), dtype=np.int64) for v in variants}
+    beta and variant (see ``attention_labels``), all from the same forward passes; maps of all
+    layers, or of the layers at one ``resolution``."""
+    keys = [(b, v) for b in betas for v in variants]
+    conf = {k: np.zeros((TOY.num_classes, TOY.num_classes), dtype=np.int64) for k in keys}
     for i in range(0, len(seeds), batch_size):
         samples = [toyworld.make_sample(s, domain=domain) for s in seeds[i:i + batch_size]]
-        labels = attention_labels(model, samples, timesteps, seeds[i], beta, method, variants, resolution)
-        for v in variants:
-            for sample, label in zip(samples, labels[v]):
-                conf[v] += confusion_matrix(label, sample.label, TOY.num_classes)
-    return {v: scores(c) for v, c in conf.items()}
+        labels = attention_labels(model, samples, timesteps, seeds[i], betas, method, variants, resolution)
+        for k in keys:
+            for sample, label in zip(samples, labels[k]):
+                conf[k] += confusion_matrix(label, sample.label, TOY.num_classes)
+    return {b: {v: scores(conf[b, v]) for v in variants} for b in betas}
+
+
+def rendered_attention_variants(model, seeds: Sequence[int], timesteps: Sequence[int] = (500,),
+                                beta: float = 0.2, **kwargs) -> dict[bool, dict]:
+    """``rendered_attention_by_beta`` at one beta."""
+    return rendered_attention_by_beta(model, seeds, timesteps, (beta,), **kwargs)[beta]
 
 
 def rendered_attention_scores(model, seeds: Sequence[int], timesteps: Sequence[int] = (500,),

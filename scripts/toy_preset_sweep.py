@@ -20,7 +20,7 @@ import time
 import torch
 
 from a2m_utils import masks, segmentation, toyworld
-from a2m_utils.attention_probe import rendered_attention_scores
+from a2m_utils.attention_probe import rendered_attention_by_beta
 from a2m_utils.backends import load_backend
 from a2m_utils.classes import TOY
 from a2m_utils.experiments import DEV_SEED0
@@ -44,7 +44,8 @@ def main() -> None:
     samples = [toyworld.make_sample(a.seed0 + i, max_objects=2) for i in range(a.n)]
     scenes, prompts = [s.scene for s in samples], [s.caption for s in samples]
     rendered = list(range(a.seed0 + 10**8, a.seed0 + 10**8 + a.n_rendered))
-    attention = {b: rendered_attention_scores(model, rendered, (500,), beta=b)["miou"] for b in a.betas}
+    by_beta = rendered_attention_by_beta(model, rendered, (500,), a.betas, variants=(False,))
+    attention = {b: v[False]["miou"] for b, v in by_beta.items()}
     for setting in a.settings:
         sampler, steps, guidance = setting.split(":")
         t0 = time.time()
