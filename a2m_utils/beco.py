@@ -129,8 +129,9 @@ def train_beco(net_a: torch.nn.Module, net_b: torch.nn.Module, batches: BecoBatc
     opt = make_optimizer([*net_a.parameters(), *net_b.parameters()], optimizer, lr, weight_decay, momentum)
     sched = torch.optim.lr_scheduler.PolynomialLR(opt, total_iters=steps, power=0.9)
     parts = {"net_a": net_a, "net_b": net_b, "opt": opt, "sched": sched}
-    config = dict(steps=steps, warmup=warmup, lr=lr, optimizer=optimizer, momentum=momentum, weight_decay=weight_decay,
-                  threshold=threshold, augmentation=augmentation, jitter=jitter, seed=seed)
+    config = {"steps": steps, "warmup": warmup, "lr": lr, "optimizer": optimizer, "momentum": momentum,
+              "weight_decay": weight_decay, "threshold": threshold, "augmentation": augmentation, "jitter": jitter,
+              "seed": seed}
     device = device_of(net_a)
 
     def train_step(step: int) -> dict[str, float]:

@@ -62,7 +62,7 @@ def add_lora(backend: Backend, rank: int = 4, alpha: float = 4, text_encoder: bo
 
     LoRA weights are kept in float32 when the model is half precision, as diffusers' script does.
     """
-    config = dict(r=rank, lora_alpha=alpha, init_lora_weights="gaussian")
+    config = {"r": rank, "lora_alpha": alpha, "init_lora_weights": "gaussian"}
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         backend.unet.add_adapter(LoraConfig(**config, target_modules=UNET_TARGETS), adapter_name=ADAPTER)

@@ -36,7 +36,7 @@ class Inversion:
 
 def schedulers(backend: Backend, num_steps: int) -> tuple[DDIMScheduler, DDIMInverseScheduler]:
     """DDIM and its inverse on the back-end's noise schedule (clip_sample and set_alpha_to_one off)."""
-    kw = dict(clip_sample=False, set_alpha_to_one=False)
+    kw = {"clip_sample": False, "set_alpha_to_one": False}
     ddim = DDIMScheduler.from_config(backend.scheduler.config, **kw)
     inverse = DDIMInverseScheduler.from_config(backend.scheduler.config, **kw)
     ddim.set_timesteps(num_steps)

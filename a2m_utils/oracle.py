@@ -41,7 +41,7 @@ def augmented(seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.clip(image, 0, 255).astype(np.uint8), s.label
 
 
-ARCH = dict(arch="Unet", encoder_name="resnet18", encoder_depth=4, decoder_channels=(128, 64, 32, 16))
+ARCH = {"arch": "Unet", "encoder_name": "resnet18", "encoder_depth": 4, "decoder_channels": (128, 64, 32, 16)}
 
 
 def build_oracle(seed: int = 0) -> torch.nn.Module:

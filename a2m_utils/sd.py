@@ -11,21 +11,21 @@ from .backends import Backend
 
 # CompVis/stable-diffusion-v1-4 unet/config.json: 16 cross-attention layers with 8 heads at 64,
 # 32, 16 and 8 latent pixels.
-SD14_UNET_CONFIG = dict(
-    sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
-    block_out_channels=(320, 640, 1280, 1280),
-    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-    cross_attention_dim=768, attention_head_dim=8, norm_num_groups=32,
-    act_fn="silu", center_input_sample=False, downsample_padding=1, flip_sin_to_cos=True,
-    freq_shift=0, mid_block_scale_factor=1, norm_eps=1e-5,
-)
+SD14_UNET_CONFIG = {
+    "sample_size": 64, "in_channels": 4, "out_channels": 4, "layers_per_block": 2,
+    "block_out_channels": (320, 640, 1280, 1280),
+    "down_block_types": ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    "cross_attention_dim": 768, "attention_head_dim": 8, "norm_num_groups": 32,
+    "act_fn": "silu", "center_input_sample": False, "downsample_padding": 1, "flip_sin_to_cos": True,
+    "freq_shift": 0, "mid_block_scale_factor": 1, "norm_eps": 1e-5,
+}
 # vae/config.json, the text encoder's (CLIP ViT-L/14) shape and scheduler/scheduler_config.json.
-SD14_VAE_CONFIG = dict(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2, sample_size=512,
-                       block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
-                       up_block_types=("UpDecoderBlock2D",) * 4, norm_num_groups=32)
-SD14_TEXT_CONFIG = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12)
-SD14_SCHEDULER_CONFIG = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1)
+SD14_VAE_CONFIG = {"in_channels": 3, "out_channels": 3, "latent_channels": 4, "layers_per_block": 2, "sample_size": 512,
+                   "block_out_channels": (128, 256, 512, 512), "down_block_types": ("DownEncoderBlock2D",) * 4,
+                   "up_block_types": ("UpDecoderBlock2D",) * 4, "norm_num_groups": 32}
+SD14_TEXT_CONFIG = {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12}
+SD14_SCHEDULER_CONFIG = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", "steps_offset": 1}
 
 # The same layout shrunk for tests (as diffusers' own pipeline tests do): 32x32 images, 16x16 latents.
 TINY_SD_UNET_CONFIG = dict(
@@ -35,7 +35,7 @@ TINY_SD_UNET_CONFIG = dict(
 TINY_VAE_CONFIG = dict(SD14_VAE_CONFIG, sample_size=32, block_out_channels=(8, 8), layers_per_block=1,
                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
                        norm_num_groups=4)
-TINY_TEXT_CONFIG = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2)
+TINY_TEXT_CONFIG = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2}
 
 
 def sd_unet(config: dict = SD14_UNET_CONFIG, seed: int = 0) -> UNet2DConditionModel:

@@ -23,8 +23,8 @@ from .images import to_tensor
 from .metrics import confusion_matrix, scores
 
 # The paper's segmenter, and a small one that trains on 32x32 toy images on CPU.
-PAPER = dict(arch="DeepLabV3Plus", encoder_name="resnet50")
-TOY = dict(arch="Unet", encoder_name="resnet18", encoder_depth=3, decoder_channels=(64, 32, 16))
+PAPER = {"arch": "DeepLabV3Plus", "encoder_name": "resnet50"}
+TOY = {"arch": "Unet", "encoder_name": "resnet18", "encoder_depth": 3, "decoder_channels": (64, 32, 16)}
 
 
 def build(num_classes: int, arch: str = "DeepLabV3Plus", encoder_name: str = "resnet50",
@@ -131,8 +131,8 @@ def train_supervised(model: torch.nn.Module, batches: Batches, steps: int, lr: f
     opt = make_optimizer(model.parameters(), optimizer, lr, weight_decay, momentum)
     sched = torch.optim.lr_scheduler.PolynomialLR(opt, total_iters=steps, power=0.9)
     parts = {"model": model, "opt": opt, "sched": sched}
-    config = dict(steps=steps, lr=lr, weight_decay=weight_decay, momentum=momentum, optimizer=optimizer,
-                  augmentation=augmentation, seed=seed)
+    config = {"steps": steps, "lr": lr, "weight_decay": weight_decay, "momentum": momentum, "optimizer": optimizer,
+              "augmentation": augmentation, "seed": seed}
     device = device_of(model)
 
     def train_step(step: int) -> float:

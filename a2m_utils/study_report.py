@@ -75,13 +75,13 @@ def build(root: str | Path, profile: str = "toy") -> Path:
     record = root / f"run_{profile}.json"
     run = json.loads(record.read_text()) if record.exists() else {}
     lines = ["# attn2mask in the toy world: the paper's tables, reproduced", "",
-             f"Made by `bash scripts/reproduce.sh {profile}` (`python -m a2m_utils.runner --profile {profile}`), "
-             f"started {run.get('started', '?')}, wall time {run.get('wall_s', float('nan')) / 60:.1f} min "
-             f"(the notebooks' sum) on {run.get('cpus', '?')} CPU cores{_reruns(run)}; notebooks in this run: "
-             f"{', '.join(run.get('notebooks', {})) or 'none recorded'} (a notebook not run has no section); "
-             f"versions: `{json.dumps(run.get('versions', {}))}`.",
-             "Toy-world numbers are fractions (0-1); the paper's are percentages on PASCAL VOC, ImageNet-S "
-             "and Cityscapes with Stable Diffusion 1.4: compare ratios and orderings, not values.", ""]
+             (f"Made by `bash scripts/reproduce.sh {profile}` (`python -m a2m_utils.runner --profile {profile}`), "
+              f"started {run.get('started', '?')}, wall time {run.get('wall_s', float('nan')) / 60:.1f} min "
+              f"(the notebooks' sum) on {run.get('cpus', '?')} CPU cores{_reruns(run)}; notebooks in this run: "
+              f"{', '.join(run.get('notebooks', {})) or 'none recorded'} (a notebook not run has no section); "
+              f"versions: `{json.dumps(run.get('versions', {}))}`."),
+             ("Toy-world numbers are fractions (0-1); the paper's are percentages on PASCAL VOC, ImageNet-S "
+              "and Cityscapes with Stable Diffusion 1.4: compare ratios and orderings, not values."), ""]
     reference = paper_tables()
     for name, (title, tables) in SECTIONS.items():
         if (root / name / "metrics.json").exists():

@@ -31,7 +31,7 @@ def main() -> None:
         torch.set_num_threads(a.threads)
     backend = load_backend("toy")
     samples = [make_sample(10**6 + i) for i in range(a.n)]
-    kw = dict(num_steps=a.num_steps, guidance_scale=3.0, inner_steps=a.inner_steps)
+    kw = {"num_steps": a.num_steps, "guidance_scale": 3.0, "inner_steps": a.inner_steps}
     invert(backend, samples[0].image[None], [samples[0].caption], **kw)  # untimed warm-up
     t0 = time.perf_counter()
     alone = [invert(backend, s.image[None], [s.caption], **kw)[0] for s in samples]

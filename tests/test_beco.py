@@ -18,7 +18,7 @@ from a2m_utils.beco import (
 )
 from a2m_utils.images import to_tensor
 
-TINY = dict(arch="Unet", encoder_name="resnet18", encoder_depth=3, decoder_channels=(16, 8, 4))
+TINY = {"arch": "Unet", "encoder_name": "resnet18", "encoder_depth": 3, "decoder_channels": (16, 8, 4)}
 L3 = math.log(3)  # softmax([ln 3, 0]) = (3/4, 1/4)
 
 

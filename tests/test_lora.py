@@ -111,7 +111,7 @@ def test_save_and_load_into_a_fresh_backend(kind, tmp_path):
     randomise_lora_b(backend)
     save_lora(backend, tmp_path)
     with safe_open(str(tmp_path / "pytorch_lora_weights.safetensors"), "pt") as f:
-        assert {k.split(".")[0] for k in f.keys()} == {"unet", "text_encoder"}
+        assert {k.split(".")[0] for k in f.keys()} == {"unet", "text_encoder"}  # noqa: SIM118 (safe_open is not iterable)
     fresh = tiny_backend(kind)
     load_lora(fresh, tmp_path)
     theirs = lora_parameters(fresh)
@@ -132,7 +132,7 @@ def test_save_and_load_into_a_fresh_backend(kind, tmp_path):
 
 def test_resume_after_an_interruption_equals_an_uninterrupted_run(tmp_path):
     images = target_images()
-    settings = dict(steps=4, batch_size=2, lr=1e-2, seed=3, p_uncond=0.5, ckpt_every=2)
+    settings = {"steps": 4, "batch_size": 2, "lr": 1e-2, "seed": 3, "p_uncond": 0.5, "ckpt_every": 2}
 
     def run(folder, backend=None):
         backend = backend or tiny_backend("toy")
@@ -180,7 +180,7 @@ def test_cached_adaptation_is_keyed_by_the_base_weights_not_their_path(tmp_path)
     from a2m_utils.experiments import adapted_backend
 
     images = np.stack([toyworld.make_sample(i).image for i in range(2)])
-    kw = dict(images=images, steps=1, lr=1e-3, batch_size=2, root=tmp_path / "data")
+    kw = {"images": images, "steps": 1, "lr": 1e-3, "batch_size": 2, "root": tmp_path / "data"}
     model = load_toy()
     model.save(tmp_path / "model")
     _, first = adapted_backend("toy", str(tmp_path / "model"), **kw)

@@ -7,7 +7,7 @@ from a2m_utils.nti import invert
 from a2m_utils.toyworld import make_sample
 
 # Few steps, few inner steps and a larger learning rate than the paper's 1e-2, to run in seconds.
-FAST = dict(num_steps=4, guidance_scale=3.0, inner_steps=2, lr=0.1)
+FAST = {"num_steps": 4, "guidance_scale": 3.0, "inner_steps": 2, "lr": 0.1}
 
 
 @pytest.fixture(scope="module")
