@@ -62,7 +62,7 @@ class _Batches(torch.utils.data.Dataset):
         self.seed, self.start, self.stop, self.args = seed, start, stop, (size, p_uncond, colour_p)
 
     def __len__(self) -> int:
-        return self.stop - self.start
+        return max(0, self.stop - self.start)  # none when training is already past ``stop``
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, list[str]]:
         return batch(self.seed, self.start + i, *self.args)

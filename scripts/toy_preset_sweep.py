@@ -58,8 +58,8 @@ def main() -> None:
             labels = [masks.pseudo_mask(pm.maps, pm.class_ids, "dcrf", image=im, beta=beta)
                       for pm, im in zip(pseudo, gen.images)]
             got = check_generation(truth, labels, scenes)
-            print(json.dumps({"model": a.model, "seed0": a.seed0, "sampler": sampler, "steps": int(steps), "guidance": float(guidance),
-                              "beta": beta, "pseudomask_miou": round(got["miou"], 3),
+            print(json.dumps({"model": a.model, "seed0": a.seed0, "sampler": sampler, "steps": int(steps),
+                              "guidance": float(guidance), "beta": beta, "pseudomask_miou": round(got["miou"], 3),
                               "rendered_attention_miou": round(attention[beta], 3), "all_found": got["all_found"],
                               "exact": got["exact"], "generation_s": round(seconds)}), flush=True)
 

@@ -44,6 +44,16 @@ def test_batches_rendered_by_workers_train_the_same_weights(tmp_path):
         assert torch.equal(v, parallel.model.unet.state_dict()[k]), k
 
 
+def test_fit_past_the_pause_step_trains_nothing(tmp_path):
+    t = make(tmp_path, "p", steps=4)
+    t.fit(eval_every=100, ckpt_every=100, n_val=2, stop_after=2)
+    before = {k: v.clone() for k, v in t.model.unet.state_dict().items()}
+    t.fit(eval_every=100, ckpt_every=100, n_val=2, stop_after=1)
+    assert t.step == 2
+    for k, v in before.items():
+        assert torch.equal(v, t.model.unet.state_dict()[k]), k
+
+
 def test_export_loads_and_resume_checks_settings(tmp_path):
     t = make(tmp_path, "c", steps=1)
     t.fit(eval_every=1, ckpt_every=1, n_val=2)
