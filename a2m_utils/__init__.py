@@ -1,3 +1,18 @@
-"""attn2mask kit: cross-attention of a text-to-image diffusion model as segmentation pseudo-masks."""
+"""attn2mask kit: cross-attention of a text-to-image diffusion model as segmentation pseudo-masks.
 
-__version__ = "0.1.0"
+    import a2m_utils as a2m
+    with a2m.trace(pipe, steps=50) as t:
+        out = pipe("a dog and a cat on a sofa", num_inference_steps=100, generator=g)
+    pm = t.pseudo_masks(classes=a2m.VOC)
+"""
+
+__version__ = "0.2.0"
+
+from .classes import CITYSCAPES, VOC, ClassVocab
+from .masks import PseudoMask
+from .registry import load_pipeline
+from .tokens import NoClassInPromptError
+from .trace import Trace, TraceError, generate, trace
+
+__all__ = ["CITYSCAPES", "VOC", "ClassVocab", "NoClassInPromptError", "PseudoMask", "Trace", "TraceError",
+           "generate", "load_pipeline", "trace"]

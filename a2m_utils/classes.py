@@ -49,17 +49,6 @@ def voc_palette(n: int = 256) -> np.ndarray:
     return palette
 
 
-TOY = ClassVocab(
-    names=("background", "circle", "square", "triangle", "star", "cross"),
-    synonyms={
-        "circle": ("disc", "ring"),
-        "square": ("box",),
-        "triangle": ("wedge",),
-        "star": ("pentagram",),
-        "cross": ("plus",),
-    },
-)
-
 VOC = ClassVocab(
     names=(
         "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",

@@ -35,14 +35,13 @@ from tqdm.auto import tqdm
 
 from . import __version__
 from .atomic import write_bytes
-from .backends import Backend
 from .classes import ClassVocab, voc_palette
-from .generate import generate
-from .masks import class_maps
-from .pipeline import mask_from_class_maps
+from .identity import model_identity, scheduler_identity
+from .masks import class_maps, pseudo_mask
 from .prompts import Prompt
 from .refine import refine_maps
 from .tokens import NoClassInPromptError, class_positions
+from .trace import generate
 
 FOLDERS = {"image": ("JPEGImages", ".jpg"), "label": ("SegmentationClass", ".png"),
            "reliability": ("Reliability", ".png"), "attention": ("Attention", ".npz")}
@@ -54,14 +53,13 @@ class DatasetError(RuntimeError):
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything that determines a dataset's files, besides its prompts."""
+    """Everything that determines a dataset's files, besides its prompts and the pipeline (its
+    model and scheduler are identified separately, ``identity``). Defaults: the paper's."""
 
-    model: str
     vocab: str
     num_steps: int = 100
     guidance_scale: float = 7.5
     capture_steps: tuple[int, ...] | None = (50,)  # None: all steps
-    sampler: str = "ddpm"
     method: str = "dcrf"
     beta: float = 0.2
     r: float = 0.5
@@ -73,20 +71,6 @@ class Settings:
 
     def to_json(self) -> dict:
         return {**asdict(self), "kit_version": __version__}
-
-
-# Presets: the paper's (Stable Diffusion) and the toy model's, whose sampler, guidance and beta were
-# chosen on development seeds (scripts/toy_preset_sweep.py, runs/toy-preset-sweep.jsonl). The toy
-# model's min-max normalised maps are wider than Stable Diffusion's: beta 0.2 labels much background
-# as object, beta 0 scores best. r = 0.6 keeps the paper's unreliable band of Eq. 6: with beta 0.2
-# and r 0.5 it is 0.3 < max_c A_c < 0.5, centred on the background boundary max_c A_c = 0.4; with
-# beta 0 the boundary is 0.5 and r 0.5 would leave no band at all (max(A_0, max_c A_c) >= 0.5).
-PRESETS = {
-    "sd": Settings(model="CompVis/stable-diffusion-v1-4", vocab="voc", num_steps=100, guidance_scale=7.5,
-                   capture_steps=(50,), sampler="ddpm"),
-    "toy": Settings(model="models/toy-t2i", vocab="toy", num_steps=20, guidance_scale=2.0, capture_steps=None,
-                    sampler="ddim", beta=0.0, r=0.6, batch_size=16, self_attention_res=16),
-}
 
 
 def sample_id(index: int) -> str:
@@ -129,10 +113,11 @@ def _path(root: Path, kind: str, sid: str) -> Path:
 class DatasetWriter:
     """Generates and writes the samples of ``prompts`` under ``root`` (see the module docstring)."""
 
-    def __init__(self, root: str | Path, backend: Backend, vocab: ClassVocab, prompts: Sequence[Prompt],
+    def __init__(self, root: str | Path, pipe, vocab: ClassVocab, prompts: Sequence[Prompt],
                  settings: Settings, skip_unknown: bool = False, repair: bool = False) -> None:
-        self.root, self.backend, self.vocab, self.settings = Path(root), backend, vocab, settings
-        self.repair, self.model_sha256 = repair, backend.fingerprint()
+        self.root, self.pipe, self.vocab, self.settings = Path(root), pipe, vocab, settings
+        self.repair, self.model = repair, model_identity(pipe)
+        self.model_name = str(getattr(pipe, "name_or_path", "") or type(pipe).__name__)
         self.prompts, self.skipped = self._usable(prompts, skip_unknown)
         self._claim()
 
@@ -141,7 +126,7 @@ class DatasetWriter:
         kept, skipped = [], []
         for p in prompts:
             try:
-                class_positions(p.text, self.backend.tokenizer, self.vocab, expected=p.classes,
+                class_positions(p.text, self.pipe.tokenizer, self.vocab, expected=p.classes,
                                 attributes=self.settings.attributes)
                 kept.append(p)
             except NoClassInPromptError:
@@ -153,7 +138,8 @@ class DatasetWriter:
     @property
     def fingerprint(self) -> dict:
         digest = hashlib.sha256(json.dumps([asdict(p) for p in self.prompts]).encode()).hexdigest()
-        info = {"settings": self.settings.to_json(), "model_sha256": self.model_sha256, "prompts_sha256": digest,
+        info = {"settings": self.settings.to_json(), "model": self.model,
+                "scheduler": scheduler_identity(self.pipe.scheduler), "prompts_sha256": digest,
                 "num_samples": len(self.prompts)}
         return json.loads(json.dumps(info))  # as stored (tuples become lists)
 
@@ -162,12 +148,12 @@ class DatasetWriter:
         info = self.root / "dataset.json"
         if info.exists():
             old = json.loads(info.read_text())
-            diff = {k: (old.get(k), v) for k, v in self.fingerprint.items() if old.get(k) != v}
+            diff = {k: (old.get(k), v) for k, v in self.fingerprint.items() if old.get(k) != v}  # not the name
             if diff:
                 raise DatasetError(f"{self.root} holds a dataset made with other settings or prompts "
                                    f"(stored, requested): {diff}; choose another output folder")
         else:
-            write_bytes(info, json.dumps(self.fingerprint, indent=1).encode())
+            write_bytes(info, json.dumps(self.fingerprint | {"model_name": self.model_name}, indent=1).encode())
 
     def batches(self, shard: int = 0, num_shards: int = 1) -> list[range]:
         """The index ranges of this shard's batches."""
@@ -193,24 +179,25 @@ class DatasetWriter:
 
     def write_batch(self, indices: range) -> None:
         s, batch = self.settings, [self.prompts[i] for i in indices]
-        gen = generate(self.backend, [p.text for p in batch], [p.seed for p in batch], num_steps=s.num_steps,
-                       guidance_scale=s.guidance_scale, capture_steps=s.capture_steps, sampler_name=s.sampler,
-                       self_attention_res=s.self_attention_res)
+        self.pipe.set_progress_bar_config(disable=True)
+        t = generate(self.pipe, [p.text for p in batch], [p.seed for p in batch], steps=s.capture_steps,
+                     self_attention_res=s.self_attention_res, num_inference_steps=s.num_steps,
+                     guidance_scale=s.guidance_scale)
+        attn, affinity = t.attention(), t.self_attention() if s.self_attention_res else None
         for k, (i, p) in enumerate(zip(indices, batch)):
-            affinity = None if gen.self_attention is None else gen.self_attention[k]
-            self.write_sample(i, p, gen.images[k], gen.attention[k], gen.steps_used, affinity)
+            self.write_sample(i, p, t.images[k], attn[k], t.steps_used, None if affinity is None else affinity[k])
 
     def write_sample(self, index: int, prompt: Prompt, image: np.ndarray, attn: np.ndarray,
                      steps_used: list[tuple[int, int]], affinity: np.ndarray | None = None) -> None:
         s, sid = self.settings, sample_id(index)
-        positions = class_positions(prompt.text, self.backend.tokenizer, self.vocab, expected=prompt.classes,
+        positions = class_positions(prompt.text, self.pipe.tokenizer, self.vocab, expected=prompt.classes,
                                     attributes=s.attributes)
         ids = [self.vocab.index(n) for n in positions]
         raw = class_maps(attn, positions).astype(np.float16)
         jpeg = _jpeg(image, s.jpeg_quality)
         stored = np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"))
         # the mask is built from the stored image and maps, so post-processing redone from them is exact
-        pm = mask_from_class_maps(raw.astype(np.float32), ids, stored, s.method, s.beta, s.r, s.theta)
+        pm = pseudo_mask(raw.astype(np.float32), ids, stored, s.method, s.beta, s.r, s.theta)
         extra = {} if affinity is None else {
             "refined": refine_maps(raw.astype(np.float32), affinity).astype(np.float16)}
         files = {
@@ -221,7 +208,7 @@ class DatasetWriter:
         }
         hashes = {kind: write_bytes(_path(self.root, kind, sid), data) for kind, data in files.items()}
         meta = {"id": sid, "index": index, "prompt": prompt.text, "seed": prompt.seed,
-                "classes": list(positions), "token_positions": positions, "model": s.model,
+                "classes": list(positions), "token_positions": positions, "model": self.model_name,
                 "steps_used": steps_used, "post_processing": {"method": s.method, "beta": s.beta, "r": s.r,
                                                                 "theta": s.theta},
                 "kit_version": __version__, "sha256": hashes}

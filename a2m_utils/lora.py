@@ -1,4 +1,4 @@
-"""DreamBooth-LoRA domain adaptation (the paper's attn2mask-LoRA, Table 4, Fig. 6), for any back-end.
+"""DreamBooth-LoRA domain adaptation (the paper's attn2mask-LoRA, Table 4, Fig. 6), on any UNet2DConditionModel pipeline.
 
 A low-rank adapter (peft ``LoraConfig``, as in diffusers' ``train_dreambooth_lora.py``) on the
 U-Net's attention projections, and optionally on the text encoder's, is trained with the
@@ -8,11 +8,12 @@ objects: the token ("sks") is to absorb the domain's look, while the object word
 from fine-tuning, keep their meaning and (as the paper's Fig. 6 finds) their attention; at
 generation the target template names both ("a red circle in sks world"). Every random draw of a step comes
 from generators seeded by (seed, step), so a run resumed from its checkpoint continues
-exactly as an uninterrupted one. Adapters are saved in diffusers' LoRA format.
+exactly as an uninterrupted one. Adapters are saved in diffusers' LoRA format:
 
-    add_lora(backend)
-    train_lora(backend, images, TOY_INSTANCE_PROMPT, "runs/lora")
-    save_lora(backend, "models/toy-lora")
+    add_lora(pipe)
+    train_lora(pipe, images, "in sks world", "runs/lora")
+    save_lora(pipe, "models/toy-lora")
+    other_pipe.load_lora_weights("models/toy-lora")  # diffusers' own loader
 """
 
 from __future__ import annotations
@@ -30,33 +31,30 @@ from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
 from tqdm.auto import tqdm
 
 from .atomic import save_torch
-from .backends import Backend
-from .images import to_tensor
-from .toyworld import DOMAIN_TOKEN
+from .latents import embed, to_latents
 
 UNET_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
 TEXT_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
 ADAPTER = "default"
 DREAMBOOTH_STEPS, DREAMBOOTH_LR = 500, 1e-4  # the diffusers README example (batch 1)
-TOY_INSTANCE_PROMPT = f"in {DOMAIN_TOKEN} world"  # TARGET_TEMPLATE without objects
 SEED_STRIDE = 10**6
 
 
-def lora_parameters(backend: Backend) -> dict[str, torch.nn.Parameter]:
+def lora_parameters(pipe) -> dict[str, torch.nn.Parameter]:
     """The LoRA weights of the U-Net and the text encoder, by qualified name."""
     return {f"{part}.{name}": p for part in ("unet", "text_encoder")
-            for name, p in getattr(backend, part).named_parameters() if ".lora_" in name}
+            for name, p in getattr(pipe, part).named_parameters() if ".lora_" in name}
 
 
-def _train_only_lora(backend: Backend) -> None:
-    for model in (backend.unet, backend.text_encoder, backend.vae):
+def _train_only_lora(pipe) -> None:
+    for model in (pipe.unet, pipe.text_encoder, getattr(pipe, "vae", None)):
         if model is not None:
             model.requires_grad_(False)
-    for p in lora_parameters(backend).values():
+    for p in lora_parameters(pipe).values():
         p.requires_grad_(True)
 
 
-def add_lora(backend: Backend, rank: int = 4, alpha: float = 4, text_encoder: bool = False,
+def add_lora(pipe, rank: int = 4, alpha: float = 4, text_encoder: bool = False,
              seed: int = 0) -> None:
     """Attach LoRA (Gaussian A, zero B: the model is unchanged until trained) and freeze the rest.
 
@@ -65,30 +63,20 @@ def add_lora(backend: Backend, rank: int = 4, alpha: float = 4, text_encoder: bo
     config = {"r": rank, "lora_alpha": alpha, "init_lora_weights": "gaussian"}
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        backend.unet.add_adapter(LoraConfig(**config, target_modules=UNET_TARGETS), adapter_name=ADAPTER)
+        pipe.unet.add_adapter(LoraConfig(**config, target_modules=UNET_TARGETS), adapter_name=ADAPTER)
         if text_encoder:  # peft directly: transformers 5's add_adapter asks for peft >= 0.22
-            inject_adapter_in_model(LoraConfig(**config, target_modules=TEXT_TARGETS), backend.text_encoder, ADAPTER)
-    _train_only_lora(backend)
-    cast_training_params([backend.unet, backend.text_encoder], dtype=torch.float32)
+            inject_adapter_in_model(LoraConfig(**config, target_modules=TEXT_TARGETS), pipe.text_encoder, ADAPTER)
+    _train_only_lora(pipe)
+    cast_training_params([pipe.unet, pipe.text_encoder], dtype=torch.float32)
 
 
-def _latents(backend: Backend, images: np.ndarray) -> torch.Tensor:
-    """uint8 images to the U-Net's input space (VAE latent means, scaled, for a latent model)."""
-    x = to_tensor(images).to(backend.device)
-    if backend.vae is None:
-        return x.to(backend.unet.dtype)
-    with torch.no_grad():
-        latents = backend.vae.encode(x.to(backend.vae.dtype)).latent_dist.mean
-    return (latents * backend.vae.config.scaling_factor).to(backend.unet.dtype)
-
-
-def lora_loss(backend: Backend, images: np.ndarray, prompts: list[str], generator: torch.Generator) -> torch.Tensor:
+def lora_loss(pipe, images: np.ndarray, prompts: list[str], generator: torch.Generator) -> torch.Tensor:
     """DDPM epsilon loss ||eps - eps_theta(sqrt(a_t) x0 + sqrt(1 - a_t) eps, t, c)||^2 of one batch."""
-    x0 = _latents(backend, images)
+    x0 = to_latents(pipe, images).to(pipe.unet.dtype)
     noise = torch.randn(x0.shape, generator=generator).to(x0)
-    t = torch.randint(0, backend.scheduler.config.num_train_timesteps, (len(x0),), generator=generator).to(x0.device)
-    context = backend.encode(prompts).to(backend.unet.dtype)
-    pred = backend.unet(backend.scheduler.add_noise(x0, noise, t), t, context).sample
+    t = torch.randint(0, pipe.scheduler.config.num_train_timesteps, (len(x0),), generator=generator).to(x0.device)
+    context = embed(pipe, prompts).to(pipe.unet.dtype)
+    pred = pipe.unet(pipe.scheduler.add_noise(x0, noise, t), t, context).sample
     return F.mse_loss(pred.float(), noise.float())
 
 
@@ -100,14 +88,8 @@ def _batch(images: np.ndarray, prompt: str, seed: int, step: int, size: int,
     return images[idx], ["" if rng.random() < p_uncond else prompt for _ in idx]
 
 
-def _check_images(backend: Backend, images: np.ndarray) -> None:
-    s = backend.image_size
-    if images.ndim != 4 or images.shape[1:] != (s, s, 3) or images.dtype != np.uint8:
-        raise ValueError(f"expected uint8 images (N, {s}, {s}, 3), got {images.dtype} {images.shape}")
-
-
 def train_lora(
-    backend: Backend,
+    pipe,
     images: np.ndarray,
     instance_prompt: str,
     run_dir: str | Path,
@@ -125,12 +107,12 @@ def train_lora(
     atomically every ``ckpt_every`` steps and at the end; an interrupted run called again resumes
     from it, and a finished one only restores its weights.
     """
-    params = lora_parameters(backend)
+    params = lora_parameters(pipe)
     if not params:
         raise ValueError("the back-end has no LoRA: call add_lora first")
-    if backend.scheduler.config.prediction_type != "epsilon":
-        raise ValueError(f"only epsilon prediction is supported, not {backend.scheduler.config.prediction_type!r}")
-    _check_images(backend, images)
+    if pipe.scheduler.config.prediction_type != "epsilon":
+        raise ValueError(f"only epsilon prediction is supported, not {pipe.scheduler.config.prediction_type!r}")
+    to_latents(pipe, images[:1])  # checks their size and type before any step
     config = {"prompt": instance_prompt, "steps": steps, "lr": lr, "batch_size": batch_size, "seed": seed,
               "p_uncond": p_uncond, "lora": {k: list(p.shape) for k, p in params.items()},
               "images": hashlib.sha1(np.ascontiguousarray(images).tobytes()).hexdigest()}
@@ -141,7 +123,7 @@ def train_lora(
     bar = tqdm(total=steps, initial=step, desc="LoRA")
     while step < steps:
         x, prompts = _batch(images, instance_prompt, seed, step, batch_size, p_uncond)
-        loss = lora_loss(backend, x, prompts, torch.Generator().manual_seed(seed * SEED_STRIDE + step))
+        loss = lora_loss(pipe, x, prompts, torch.Generator().manual_seed(seed * SEED_STRIDE + step))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params.values(), 1.0)
@@ -170,28 +152,20 @@ def _resume(ckpt: Path, config: dict, params: dict[str, torch.nn.Parameter],
     return state["step"], state["losses"]
 
 
-def save_lora(backend: Backend, folder: str | Path) -> None:
+def save_lora(pipe, folder: str | Path) -> None:
     """``folder/pytorch_lora_weights.safetensors`` in diffusers' LoRA format (loadable with
     ``pipe.load_lora_weights``), with each adapter's ``LoraConfig`` as metadata (keeps alpha)."""
-    unet = convert_state_dict_to_diffusers(get_peft_model_state_dict(backend.unet, adapter_name=ADAPTER))
+    unet = convert_state_dict_to_diffusers(get_peft_model_state_dict(pipe.unet, adapter_name=ADAPTER))
     text, text_config = None, None
-    if any(k.startswith("text_encoder.") for k in lora_parameters(backend)):
-        te = backend.text_encoder
+    if any(k.startswith("text_encoder.") for k in lora_parameters(pipe)):
+        te = pipe.text_encoder
         text = convert_state_dict_to_diffusers(get_peft_model_state_dict(te, adapter_name=ADAPTER))
         if not hasattr(te, "text_model"):  # transformers 5 flattens CLIPTextModel; keep the usual key names
             text = {f"text_model.{k}": v for k, v in text.items()}
         text_config = te.peft_config[ADAPTER].to_dict()
     LoraFormat.save_lora_weights(
         folder, unet_lora_layers=unet, text_encoder_lora_layers=text,
-        unet_lora_adapter_metadata=backend.unet.peft_config[ADAPTER].to_dict(),
+        unet_lora_adapter_metadata=pipe.unet.peft_config[ADAPTER].to_dict(),
         text_encoder_lora_adapter_metadata=text_config,
     )
 
-
-def load_lora(backend: Backend, folder: str | Path) -> None:
-    """Load a folder in diffusers' LoRA format (e.g. from ``save_lora``) into a back-end without LoRA."""
-    state, alphas, metadata = LoraFormat.lora_state_dict(str(folder), return_lora_metadata=True)
-    LoraFormat.load_lora_into_unet(state, alphas, backend.unet, adapter_name=ADAPTER, metadata=metadata)
-    LoraFormat.load_lora_into_text_encoder(state, alphas, backend.text_encoder, adapter_name=ADAPTER,
-                                           metadata=metadata)
-    _train_only_lora(backend)

@@ -1,8 +1,8 @@
 """Command line for big dataset runs: one process, ``--shard i/n`` per machine, or ``accelerate launch``.
 
     python -m a2m_utils.make_dataset --out data/toy-2k --prompts toy --n 2000
-    accelerate launch --num_processes 4 -m a2m_utils.make_dataset --out data/voc --backend sd \\
-        --prompts voc-coco --coco-json captions_train2017.json
+    accelerate launch --num_processes 4 -m a2m_utils.make_dataset --out data/voc --preset sd \\
+        --model CompVis/stable-diffusion-v1-4 --prompts voc-coco --coco-json captions_train2017.json
     python -m a2m_utils.make_dataset --out data/voc --merge data/voc-shard1 data/voc-shard2
 
 Under accelerate every process takes its share of the batches (and its own GPU); with
@@ -19,26 +19,9 @@ from pathlib import Path
 import torch
 from accelerate import PartialState
 
-from . import prompts as prompt_sets
-from .backends import load_backend
-from .classes import CITYSCAPES, TOY, VOC
-from .dataset import PRESETS, DatasetWriter, Settings, merge
-
-VOCABS = {"toy": TOY, "voc": VOC, "cityscapes": CITYSCAPES}
-
-
-def build_prompts(a: argparse.Namespace) -> list[prompt_sets.Prompt]:
-    if a.prompts == "voc-coco":
-        found, counts = prompt_sets.coco_captions(a.coco_json, VOC, a.seeds_per_prompt, a.seed)
-        print("prompts per class:", counts)
-        return found[: a.n] if a.n else found
-    if a.prompts == "imagenet-s":
-        return prompt_sets.template_prompts(VOC, a.n, a.seeds_per_prompt, a.seed)
-    if a.prompts == "cityscapes":
-        return prompt_sets.cityscapes_prompts(a.n, a.seed, a.domain_token)
-    if a.prompts == "toy-template":
-        return prompt_sets.toy_template_prompts(a.n, a.seeds_per_prompt, a.seed)
-    return prompt_sets.toy_prompts(a.n, a.seed, domain=a.domain)
+from . import registry
+from .dataset import DatasetWriter, Settings, merge
+from .registry import PRESETS
 
 
 def shard_of(text: str, state: PartialState) -> tuple[int, int]:
@@ -53,11 +36,13 @@ def shard_of(text: str, state: PartialState) -> tuple[int, int]:
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
+    registry.load_plugins()
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--backend", choices=sorted(PRESETS), default="toy")
-    p.add_argument("--model", help="model folder or hub id (default: the committed toy model / SD 1.4)")
-    p.add_argument("--prompts", choices=sorted(prompt_sets.SETS), default="toy")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="toy")
+    p.add_argument("--model", help="pipeline folder or hub id (default: the preset's)")
+    p.add_argument("--scheduler", help="diffusers scheduler class (default: the preset's)")
+    p.add_argument("--prompts", choices=sorted(registry.PROMPT_SETS), default="toy")
     p.add_argument("--n", type=int, default=0, help="prompts (toy, cityscapes), per class (templates), at most (coco)")
     p.add_argument("--seeds-per-prompt", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
@@ -89,12 +74,12 @@ def capture_steps(text: str | None, default):
     return (int(text),)
 
 
-def settings_from(a: argparse.Namespace, model: str) -> Settings:
-    base = PRESETS[a.backend]
-    vocab = {"voc-coco": "voc", "imagenet-s": "voc", "cityscapes": "cityscapes"}.get(a.prompts, "toy")
+def settings_from(a: argparse.Namespace) -> Settings:
+    base = PRESETS[a.preset].settings
     given = {"num_steps": a.steps, "guidance_scale": a.guidance, "method": a.method, "beta": a.beta,
              "batch_size": a.batch_size}
-    return replace(base, model=model, vocab=vocab, capture_steps=capture_steps(a.capture, base.capture_steps),
+    return replace(base, vocab=registry.PROMPT_SETS[a.prompts][0],
+                   capture_steps=capture_steps(a.capture, base.capture_steps),
                    **{k: v for k, v in given.items() if v is not None})
 
 
@@ -107,10 +92,11 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(a.threads)
     state = PartialState()
     shard, num_shards = shard_of(a.shard, state)
-    backend = load_backend(a.backend, a.model, device=str(state.device))
-    settings = settings_from(a, a.model or PRESETS[a.backend].model)
-    writer = DatasetWriter(a.out, backend, VOCABS[settings.vocab], build_prompts(a), settings,
-                           skip_unknown=a.skip_unknown, repair=a.repair)
+    preset = PRESETS[a.preset]
+    pipe = registry.load_pipeline(a.model or preset.model, str(state.device), scheduler=a.scheduler or preset.scheduler)
+    settings = settings_from(a)
+    writer = DatasetWriter(a.out, pipe, registry.VOCABS[settings.vocab], registry.PROMPT_SETS[a.prompts][1](a),
+                           settings, skip_unknown=a.skip_unknown, repair=a.repair)
     if writer.skipped:
         print(f"skipped {len(writer.skipped)} prompts naming no class, e.g. {writer.skipped[0].text!r}")
     done = writer.run(shard, num_shards)

@@ -8,6 +8,7 @@ maps hold vocabulary ids (0 = background) as uint8.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -15,6 +16,7 @@ import torch.nn.functional as F
 from skimage.filters import threshold_otsu
 
 from .crf import dense_crf
+from .tokens import words
 
 METHODS = ("argmax", "threshold", "otsu", "dcrf")
 
@@ -87,7 +89,7 @@ def label_dcrf(stack: np.ndarray, class_ids: Sequence[int], image: np.ndarray, *
     return _to_ids(dense_crf(image, probs, **crf_kwargs), class_ids)
 
 
-def pseudo_mask(
+def label_map(
     maps: np.ndarray,
     class_ids: Sequence[int],
     method: str = "dcrf",
@@ -110,3 +112,28 @@ def pseudo_mask(
     if image is None:
         raise ValueError("dense CRF needs the image")
     return label_dcrf(stack, class_ids, image)
+
+
+@dataclass
+class PseudoMask:
+    label: np.ndarray  # (H, W) uint8 vocabulary ids
+    reliability: np.ndarray  # (H, W) bool, Eq. 6
+    maps: np.ndarray  # (C, H, W) normalised class maps A_c at image size
+    class_ids: list[int]
+    positions: dict[str, list[int]] = field(default_factory=dict)  # Eq. 4's tau_c, when built from tokens
+
+
+def pseudo_mask(raw: np.ndarray, class_ids: Sequence[int], image: np.ndarray, method: str = "dcrf",
+                beta: float = 0.2, r: float = 0.5, theta: float = 128, joint: bool = False) -> PseudoMask:
+    """The pseudo-mask of one image from its raw class maps A_c (C, h, w) of Eq. 4: resize to the
+    image, min-max normalise, background (Eq. 5), labels by ``method``, reliability (Eq. 6).
+    Post-processing can be redone from stored class maps without regenerating."""
+    maps = normalize(resize(np.asarray(raw, dtype=np.float32), image.shape[:2]), joint=joint)
+    label = label_map(maps, class_ids, method, image=image, beta=beta, theta=theta)
+    return PseudoMask(label, reliability(with_background(maps, beta), r), maps, list(class_ids))
+
+
+def word_maps(attn: np.ndarray, prompt: str, tokenizer) -> tuple[list[str], np.ndarray]:
+    """Each word of the prompt with its map (mean over its sub-tokens, min-max scaled), for display."""
+    ws = words(prompt, tokenizer)
+    return [w.text for w in ws], normalize(np.stack([attn[w.start:w.stop].mean(0) for w in ws]))

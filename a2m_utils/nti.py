@@ -1,6 +1,6 @@
-"""Null-text inversion (Mokady et al. 2022) for any back-end, and attention of a real image.
+"""Null-text inversion (Mokady et al. 2022) on any UNet2DConditionModel pipeline, and attention of a real image.
 
-``invert(backend, images, prompts)`` inverts a batch of images with DDIM under their
+``invert(pipe, images, prompts)`` inverts a batch of images with DDIM under their
 conditional embeddings alone, optimises one unconditional ("null") embedding per image and
 step so that the guided DDIM path retraces the inversion, then regenerates the images with
 those embeddings while capturing their cross-attention. Nothing is random.
@@ -15,9 +15,10 @@ import numpy as np
 import torch
 from diffusers import DDIMInverseScheduler, DDIMScheduler
 
-from .attention import Steps, capture_attention
-from .backends import Backend
-from .images import to_tensor, to_uint8
+from .capture import Steps, capture_attention
+from .guidance import guide
+from .images import to_uint8
+from .latents import embed, to_images, to_latents
 
 NTI_STEPS = 50  # DDIM steps (Mokady et al.)
 NTI_GUIDANCE = 7.5
@@ -34,55 +35,42 @@ class Inversion:
     null_embeddings: list[torch.Tensor]  # one (1, tokens, width) per step; the empty prompt's without NTI
 
 
-def schedulers(backend: Backend, num_steps: int) -> tuple[DDIMScheduler, DDIMInverseScheduler]:
-    """DDIM and its inverse on the back-end's noise schedule (clip_sample and set_alpha_to_one off)."""
+def schedulers(pipe, num_steps: int) -> tuple[DDIMScheduler, DDIMInverseScheduler]:
+    """DDIM and its inverse on the pipeline's noise schedule (clip_sample and set_alpha_to_one off)."""
     kw = {"clip_sample": False, "set_alpha_to_one": False}
-    ddim = DDIMScheduler.from_config(backend.scheduler.config, **kw)
-    inverse = DDIMInverseScheduler.from_config(backend.scheduler.config, **kw)
+    ddim = DDIMScheduler.from_config(pipe.scheduler.config, **kw)
+    inverse = DDIMInverseScheduler.from_config(pipe.scheduler.config, **kw)
     ddim.set_timesteps(num_steps)
     inverse.set_timesteps(num_steps)
     return ddim, inverse
 
 
-@torch.no_grad()
-def image_to_latent(backend: Backend, images: np.ndarray) -> torch.Tensor:
-    """uint8 images (B, H, W, 3) as (B, C, h, w) latents: themselves in [-1, 1], or the VAE's scaled mean."""
-    if images.ndim != 4 or images.shape[1:3] != (backend.image_size,) * 2:
-        raise ValueError(f"images are {images.shape}, the model works at (batch, {backend.image_size}, "
-                         f"{backend.image_size}, 3)")
-    x = to_tensor(images).to(backend.device)
-    if backend.vae is None:
-        return x
-    return backend.vae.encode(x.to(backend.vae.dtype)).latent_dist.mean.float() * backend.vae.config.scaling_factor
-
-
-def _eps(backend: Backend, latent: torch.Tensor, t, context: torch.Tensor) -> torch.Tensor:
+def _eps(pipe, latent: torch.Tensor, t, context: torch.Tensor) -> torch.Tensor:
     """Noise prediction for a batch of latents, each with its own context."""
-    return backend.unet(latent.to(backend.unet.dtype), t, context.to(backend.unet.dtype)).sample.float()
+    return pipe.unet(latent.to(pipe.unet.dtype), t, context.to(pipe.unet.dtype)).sample.float()
 
 
-def _guided_step(backend: Backend, sched: DDIMScheduler, latent: torch.Tensor, t, null: torch.Tensor,
+def _guided_step(pipe, sched: DDIMScheduler, latent: torch.Tensor, t, null: torch.Tensor,
                  eps_cond: torch.Tensor, guidance_scale: float) -> torch.Tensor:
     """One guided DDIM step with given null embeddings (differentiable in ``null``)."""
-    eps_null = _eps(backend, latent, t, null)
-    eps = eps_null + guidance_scale * (eps_cond - eps_null)
-    return sched.step(eps, t, latent).prev_sample
+    eps_null = _eps(pipe, latent, t, null)
+    return sched.step(guide(eps_null, eps_cond, guidance_scale), t, latent).prev_sample
 
 
 @torch.no_grad()
-def ddim_invert(backend: Backend, latent: torch.Tensor, prompts: Sequence[str], num_steps: int) -> list[torch.Tensor]:
+def ddim_invert(pipe, latent: torch.Tensor, prompts: Sequence[str], num_steps: int) -> list[torch.Tensor]:
     """DDIM inversion with the conditional embeddings only: [z_0 = latent, z_1, ..., z_T], each (B, C, h, w)."""
-    _, inverse = schedulers(backend, num_steps)
-    cond = backend.encode(list(prompts))
+    _, inverse = schedulers(pipe, num_steps)
+    cond = embed(pipe, prompts)
     trajectory = [latent.float()]
     for t in inverse.timesteps:
-        eps = _eps(backend, trajectory[-1], t, cond)
+        eps = _eps(pipe, trajectory[-1], t, cond)
         trajectory.append(inverse.step(eps, t, trajectory[-1]).prev_sample)
     return trajectory
 
 
 def null_text_optimise(
-    backend: Backend,
+    pipe,
     trajectory: Sequence[torch.Tensor],
     prompts: Sequence[str],
     guidance_scale: float = NTI_GUIDANCE,
@@ -95,20 +83,20 @@ def null_text_optimise(
     loss is a sum of per-image losses, Adam is elementwise, stopped images are held fixed).
     Returns one (B, tokens, width) embedding per step, in sampling order."""
     num_steps = len(trajectory) - 1
-    sched, _ = schedulers(backend, num_steps)
+    sched, _ = schedulers(pipe, num_steps)
     with torch.no_grad():
-        cond = backend.encode(list(prompts)).float()
-        null = backend.encode([""] * len(prompts)).float()
+        cond = embed(pipe, prompts).float()
+        null = embed(pipe, [""] * len(prompts)).float()
     latent, nulls = trajectory[-1], []
     for i, t in enumerate(sched.timesteps):
         target = trajectory[num_steps - i - 1]
         with torch.no_grad():
-            eps_cond = _eps(backend, latent, t, cond)
+            eps_cond = _eps(pipe, latent, t, cond)
         null = null.detach().clone().requires_grad_(True)  # Adam updates in place; keep the stored ones
         opt = torch.optim.Adam([null], lr=lr * (1 - i / 100))
         active = torch.ones(len(prompts), dtype=torch.bool, device=null.device)
         for _ in range(inner_steps):
-            step = _guided_step(backend, sched, latent, t, null, eps_cond, guidance_scale)
+            step = _guided_step(pipe, sched, latent, t, null, eps_cond, guidance_scale)
             loss = (step - target).pow(2).flatten(1).mean(1)
             (null.grad,) = torch.autograd.grad(loss.sum(), null)  # no gradients for (or on) the model's weights
             before = null.detach().clone()
@@ -120,13 +108,13 @@ def null_text_optimise(
                 break
         nulls.append(null.detach())
         with torch.no_grad():
-            latent = _guided_step(backend, sched, latent, t, null, eps_cond, guidance_scale)
+            latent = _guided_step(pipe, sched, latent, t, null, eps_cond, guidance_scale)
     return nulls
 
 
 @torch.no_grad()
 def regenerate(
-    backend: Backend,
+    pipe,
     latent_T: torch.Tensor,
     prompts: Sequence[str],
     null_embeddings: Sequence[torch.Tensor],
@@ -135,14 +123,14 @@ def regenerate(
 ) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
     """Guided DDIM from ``latent_T`` with one null embedding per step, capturing cross-attention:
     the images (B, H, W, 3) uint8, the maps (B, tokens, h, w) and the steps they came from."""
-    sched, _ = schedulers(backend, len(null_embeddings))
-    cond = backend.encode(list(prompts)).float()
+    sched, _ = schedulers(pipe, len(null_embeddings))
+    cond = embed(pipe, prompts).float()
     latent = latent_T
-    with capture_attention(backend.unet, steps=capture_steps, guidance=True) as store:
+    with capture_attention(pipe.unet, steps=capture_steps, guidance=True) as store:
         for t, null in zip(sched.timesteps, null_embeddings):
-            eps_null, eps_cond = _eps(backend, torch.cat([latent, latent]), t, torch.cat([null, cond])).chunk(2)
-            latent = sched.step(eps_null + guidance_scale * (eps_cond - eps_null), t, latent).prev_sample
-    images = to_uint8(backend.decode(latent))
+            eps_null, eps_cond = _eps(pipe, torch.cat([latent, latent]), t, torch.cat([null, cond])).chunk(2)
+            latent = sched.step(guide(eps_null, eps_cond, guidance_scale), t, latent).prev_sample
+    images = to_uint8(to_images(pipe, latent))
     return images, store.cross_attention().cpu().numpy(), store.steps_used
 
 
@@ -152,7 +140,7 @@ def _mse(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def invert(
-    backend: Backend,
+    pipe,
     images: np.ndarray,
     prompts: Sequence[str],
     num_steps: int = NTI_STEPS,
@@ -166,14 +154,14 @@ def invert(
     inverted together as one batch (each image as if alone)."""
     if len(images) != len(prompts):
         raise ValueError(f"{len(images)} images but {len(prompts)} prompts")
-    trajectory = ddim_invert(backend, image_to_latent(backend, images), prompts, num_steps)
+    trajectory = ddim_invert(pipe, to_latents(pipe, images), prompts, num_steps)
     with torch.no_grad():
-        empty = [backend.encode([""] * len(prompts)).float()] * num_steps
-    recon, attn, used = regenerate(backend, trajectory[-1], prompts, empty, guidance_scale, capture_steps)
+        empty = [embed(pipe, [""] * len(prompts)).float()] * num_steps
+    recon, attn, used = regenerate(pipe, trajectory[-1], prompts, empty, guidance_scale, capture_steps)
     ddim_error, nti_error, nulls = _mse(recon, images), [None] * len(prompts), empty
     if null_text:
-        nulls = null_text_optimise(backend, trajectory, prompts, guidance_scale, inner_steps, lr)
-        recon, attn, used = regenerate(backend, trajectory[-1], prompts, nulls, guidance_scale, capture_steps)
+        nulls = null_text_optimise(pipe, trajectory, prompts, guidance_scale, inner_steps, lr)
+        recon, attn, used = regenerate(pipe, trajectory[-1], prompts, nulls, guidance_scale, capture_steps)
         nti_error = [float(e) for e in _mse(recon, images)]
     return [Inversion(recon[b], attn[b], used, float(ddim_error[b]), nti_error[b], trajectory[-1][b:b + 1],
                       [n[b:b + 1] for n in nulls]) for b in range(len(prompts))]

@@ -6,7 +6,6 @@
   drawn at random, several seeds per prompt;
 - Cityscapes: "a photo of {names} in cityscape by a dashboard camera" with a variable-length
   list of class names (terrain -> sand, vegetation -> plant), and the "sks" variant;
-- the toy world's own captions.
 """
 
 from __future__ import annotations
@@ -19,8 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import toyworld
-from .classes import CITYSCAPES, CITYSCAPES_PROMPT_WORDS, TOY, VOC, ClassVocab
+from .classes import CITYSCAPES, CITYSCAPES_PROMPT_WORDS, VOC, ClassVocab
 from .tokens import mentioned_classes
 
 IMAGENET_S_TEMPLATE = "a photo of {class_name} with a background"
@@ -34,7 +32,7 @@ class Prompt:
     seed: int
 
 
-def _with_seeds(texts: Sequence[str], classes: Sequence[tuple[str, ...]], seeds_per_prompt: int,
+def with_seeds(texts: Sequence[str], classes: Sequence[tuple[str, ...]], seeds_per_prompt: int,
                 seed0: int) -> list[Prompt]:
     """Prompt k gets the seeds seed0 + k * seeds_per_prompt + j, j < seeds_per_prompt."""
     return [Prompt(t, c, seed0 + k * seeds_per_prompt + j)
@@ -58,7 +56,7 @@ def coco_captions(path: str | Path, vocab: ClassVocab = VOC, seeds_per_prompt: i
     named = [mentioned_classes(t, vocab) for t in texts]
     kept = [(t, c) for t, c in zip(texts, named) if c]
     counts = Counter(n for _, c in kept for n in c)
-    prompts = _with_seeds([t for t, _ in kept], [c for _, c in kept], seeds_per_prompt, seed0)
+    prompts = with_seeds([t for t, _ in kept], [c for _, c in kept], seeds_per_prompt, seed0)
     return prompts, {n: counts.get(n, 0) for n in vocab.names[1:]}
 
 
@@ -69,7 +67,7 @@ def template_prompts(vocab: ClassVocab, per_class: int, seeds_per_prompt: int = 
     rng = np.random.default_rng(seed)
     names = [n for n in vocab.names[1:] for _ in range(per_class)]
     texts = [template.format(class_name=str(rng.choice(vocab.phrases(n)))) for n in names]
-    return _with_seeds(texts, [(n,) for n in names], seeds_per_prompt, seed * 10**6)
+    return with_seeds(texts, [(n,) for n in names], seeds_per_prompt, seed * 10**6)
 
 
 def cityscapes_prompts(n: int, seed: int = 0, domain_token: str | None = None,
@@ -86,22 +84,4 @@ def cityscapes_prompts(n: int, seed: int = 0, domain_token: str | None = None,
     return out
 
 
-def toy_prompts(n: int, seed: int = 0, domain: str = "source", **scene_kwargs) -> list[Prompt]:
-    """Captions of random toy scenes (their classes; the scene's seed doubles as the sampling seed)."""
-    samples = [toyworld.make_sample(seed * 10**6 + i, domain=domain, **scene_kwargs) for i in range(n)]
-    return [Prompt(s.caption, s.scene.classes, seed * 10**6 + i) for i, s in enumerate(samples)]
-
-
-def toy_template_prompts(per_class: int, seeds_per_prompt: int = 1, seed: int = 0,
-                         template: str = toyworld.CAPTION_TEMPLATE) -> list[Prompt]:
-    """Single-object toy prompts, one colour drawn at random ("a red circle"); the toy model's
-    counterpart of the ImageNet-S template (it was trained on captions of this form)."""
-    rng = np.random.default_rng(seed)
-    names = [n for n in TOY.names[1:] for _ in range(per_class)]
-    colours = [str(rng.choice(list(toyworld.COLOURS))) for _ in names]
-    texts = [template.format(objects=f"{'an' if c[0] in 'aeiou' else 'a'} {c} {n}") for c, n in zip(colours, names)]
-    return _with_seeds(texts, [(n,) for n in names], seeds_per_prompt, seed * 10**6)
-
-
-SETS = {"voc-coco": coco_captions, "imagenet-s": template_prompts, "cityscapes": cityscapes_prompts,
-        "toy": toy_prompts, "toy-template": toy_template_prompts}
+SETS = {"voc-coco": coco_captions, "imagenet-s": template_prompts, "cityscapes": cityscapes_prompts}

@@ -4,10 +4,8 @@ with random weights (the compute of the real checkpoint), or the same layout shr
 from __future__ import annotations
 
 import torch
-from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
-
-from .backends import Backend
 
 # CompVis/stable-diffusion-v1-4 unet/config.json: 16 cross-attention layers with 8 heads at 64,
 # 32, 16 and 8 latent pixels.
@@ -39,22 +37,27 @@ TINY_TEXT_CONFIG = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_laye
 
 
 def sd_unet(config: dict = SD14_UNET_CONFIG, seed: int = 0) -> UNet2DConditionModel:
-    """A randomly initialised U-Net of the given configuration."""
-    torch.manual_seed(seed)
-    return UNet2DConditionModel(**config)
+    """A randomly initialised U-Net of the given configuration (the global random state is kept)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return UNet2DConditionModel(**config)
 
 
-def random_sd(tokenizer, tiny: bool = False, text_layers: int | None = None, vae: bool = True,
-              latent: int | None = None, seed: int = 0) -> Backend:
-    """A Stable Diffusion 1.4-shaped back-end with random weights (``tiny``: the test-sized layout)
+def random_sd(tokenizer, tiny: bool = False, text_layers: int | None = None, latent: int | None = None,
+              seed: int = 0) -> StableDiffusionPipeline:
+    """A Stable Diffusion 1.4-shaped pipeline with random weights (``tiny``: the test-sized layout)
     around ``tokenizer``: ``text_layers`` overrides the text encoder's depth, ``latent`` the U-Net's
-    latent size; without ``vae`` it denoises latents and decodes nothing."""
+    latent size. Save it with ``save_pretrained`` to get a folder that loads like the real one."""
     unet_config, text_config = (TINY_SD_UNET_CONFIG, TINY_TEXT_CONFIG) if tiny else (SD14_UNET_CONFIG, SD14_TEXT_CONFIG)
     unet = sd_unet(dict(unet_config, sample_size=latent or unet_config["sample_size"]), seed)
-    text = CLIPTextModel(CLIPTextConfig(
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        text = CLIPTextModel(CLIPTextConfig(
         vocab_size=len(tokenizer), max_position_embeddings=tokenizer.model_max_length,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        **dict(text_config, num_hidden_layers=text_layers or text_config["num_hidden_layers"])))
-    decoder = AutoencoderKL(**(TINY_VAE_CONFIG if tiny else SD14_VAE_CONFIG)).eval() if vae else None
-    return Backend(unet.eval(), text.eval(), tokenizer, DDPMScheduler(**SD14_SCHEDULER_CONFIG), decoder,
-                   name="sd14-config-random")
+            **dict(text_config, num_hidden_layers=text_layers or text_config["num_hidden_layers"])))
+        vae = AutoencoderKL(**(TINY_VAE_CONFIG if tiny else SD14_VAE_CONFIG))
+    pipe = StableDiffusionPipeline(vae.eval(), text.eval(), tokenizer, unet.eval(), DDPMScheduler(**SD14_SCHEDULER_CONFIG),
+                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from . import toyworld
 from .classes import IGNORE_INDEX
 
 Size = int | tuple[int, int] | None  # (height, width); an int is a square
@@ -157,10 +156,3 @@ def imagenet_s_fgbg(root: str | Path, split: str = "validation", size: Size = No
         raise FileNotFoundError(f"no {'/'.join(IMAGE_SUFFIXES)} images in {folder}")
     masks = _files(Path(root) / split / "masks", [f"{p.stem}.png" for p in images], "masks <name>.png")
     return SegFiles(images, masks, to_labels=fg_bg, size=size)
-
-
-def rendered_toy(seeds: Sequence[int], domain: str = "source", max_objects: int = 2,
-                 size: int = 32) -> tuple[np.ndarray, np.ndarray]:
-    """Images and exact labels of ``toyworld.make_sample`` scenes, rendered at ``size``."""
-    samples = [toyworld.make_sample(s, size, domain, max_objects=max_objects) for s in seeds]
-    return np.stack([s.image for s in samples]), np.stack([s.label for s in samples])

@@ -19,11 +19,11 @@ import time
 
 import torch
 
-from a2m_utils.attention import capture_attention
+from a2m_utils.capture import capture_attention
 from a2m_utils.backends import TOY_DEFAULT, Backend, load_toy
 from a2m_utils.generate import sample
 from a2m_utils.sd import random_sd
-from a2m_utils.toymodel import build_tokenizer, new_toy
+from a2m_utils.toy.pipeline import build_tokenizer, new_toy
 
 
 def sd_backend(latent: int) -> Backend:

@@ -18,7 +18,7 @@ from dataclasses import replace
 import torch
 
 from a2m_utils.backends import load_backend
-from a2m_utils.classes import TOY
+from a2m_utils.toy.world import TOY
 from a2m_utils.dataset import PRESETS, DatasetWriter
 from a2m_utils.generate import sample
 from a2m_utils.prompts import toy_prompts

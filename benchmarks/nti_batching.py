@@ -16,7 +16,7 @@ import torch
 
 from a2m_utils.backends import load_backend
 from a2m_utils.nti import invert
-from a2m_utils.toyworld import make_sample
+from a2m_utils.toy.world import make_sample
 
 
 def main() -> None:

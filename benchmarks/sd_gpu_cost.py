@@ -23,7 +23,7 @@ from a2m_utils.backends import Backend
 from a2m_utils.generate import PAPER_CAPTURE_STEP, PAPER_STEPS, generate
 from a2m_utils.nti import NTI_STEPS, invert
 from a2m_utils.sd import random_sd
-from a2m_utils.toymodel import build_tokenizer
+from a2m_utils.toy.pipeline import build_tokenizer
 
 
 def sd_sized(device: str, dtype: torch.dtype, tiny: bool) -> Backend:

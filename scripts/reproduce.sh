@@ -6,4 +6,4 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 profile=${1:-toy}
 shift || true
-exec "${A2M_VENV:-.venv}/bin/python" -m a2m_utils.runner --profile "$profile" "$@"
+exec "${A2M_VENV:-.venv}/bin/python" -m a2m_utils.study.runner --profile "$profile" "$@"

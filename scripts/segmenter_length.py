@@ -15,9 +15,10 @@ from dataclasses import replace
 
 import torch
 
-from a2m_utils import experiments, prompts
+from a2m_utils import prompts
+from a2m_utils.study import experiments
 from a2m_utils.backends import load_backend
-from a2m_utils.classes import TOY
+from a2m_utils.toy.world import TOY
 from a2m_utils.dataset import PRESETS
 
 

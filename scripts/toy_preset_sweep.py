@@ -19,13 +19,14 @@ import time
 
 import torch
 
-from a2m_utils import masks, segmentation, toyworld
-from a2m_utils.attention_probe import rendered_attention_by_beta
+from a2m_utils import masks, segmentation
+from a2m_utils.toy import world as toyworld
+from a2m_utils.toy.probe import rendered_attention_by_beta
 from a2m_utils.backends import load_backend
-from a2m_utils.classes import TOY
-from a2m_utils.experiments import DEV_SEED0
+from a2m_utils.toy.world import TOY
+from a2m_utils.study.experiments import DEV_SEED0
 from a2m_utils.generate import generate_many
-from a2m_utils.oracle import check_generation, load_or_train_oracle
+from a2m_utils.toy.oracle import check_generation, load_or_train_oracle
 from a2m_utils.pipeline import build_pseudo_mask
 
 

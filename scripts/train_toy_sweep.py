@@ -1,6 +1,6 @@
 """Train several toy-model configurations side by side on one accelerator within a time budget.
 
-Each configuration is one ``python -m a2m_utils.train_toy`` process. A short probe of all of
+Each configuration is one ``python -m a2m_utils.toy.train`` process. A short probe of all of
 them together measures the seconds per step, and the number of steps is chosen so that the
 cosine schedule ends inside the budget. Every run's log, command and exported model are packed
 into ``<out>/<name>.tar.gz``; ``sweep.json`` records the probe and the steps chosen.
@@ -35,7 +35,7 @@ PROBE_STEPS = 40
 
 def launch(name: str, extra: list[str], steps: int, eval_every: int, n_val: int, root: Path,
            common: list[str]) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "a2m_utils.train_toy", "--run", str(root / "runs" / name),
+    cmd = [sys.executable, "-m", "a2m_utils.toy.train", "--run", str(root / "runs" / name),
            "--out", str(root / "models" / name), "--steps", str(steps), "--eval-every", str(eval_every),
            "--n-val", str(n_val), *common, *extra]
     with open(root / f"{name}.stderr", "w") as log:  # the child keeps its own handle

@@ -3,11 +3,11 @@ import json
 import numpy as np
 import pytest
 import torch
+from diffusers import StableDiffusionPipeline
 from transformers import CLIPTokenizer
 
-from a2m_utils.backends import Backend
 from a2m_utils.sd import TINY_SD_UNET_CONFIG, random_sd, sd_unet
-from a2m_utils.toymodel import build_unet
+from a2m_utils.toy.pipeline import build_unet
 
 
 @pytest.fixture(params=["toy", "sd"])
@@ -44,7 +44,7 @@ def clip_tokenizer(folder, cls=CLIPTokenizer, words=CLIP_WORDS, max_length=77):
     return cls(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=max_length)
 
 
-def tiny_sd(folder) -> Backend:
-    """A tiny random Stable Diffusion back-end with a VAE and a CLIP BPE tokenizer of length 16
-    (latents 4 x 16 x 16 for 32 x 32 images)."""
+def tiny_sd(folder) -> StableDiffusionPipeline:
+    """A tiny random Stable Diffusion pipeline with a VAE and a CLIP BPE tokenizer of length 16
+    (latents 4 x 16 x 16 for 32 x 32 images); its tokenizer files are written to ``folder``."""
     return random_sd(clip_tokenizer(folder, max_length=16), tiny=True)

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from a2m_utils.attention import capture_attention, cross_attention_layers
+from a2m_utils.capture import capture_attention, cross_attention_layers
 
 
 def inputs(unet, batch=2, seed=0, tokens=7):

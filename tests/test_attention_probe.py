@@ -1,8 +1,8 @@
 import pytest
 
-from a2m_utils.attention_probe import attention_labels, rendered_attention_by_beta, rendered_attention_variants
-from a2m_utils.backends import load_toy
-from a2m_utils.toyworld import make_sample
+from a2m_utils.toy.pipeline import load_toy
+from a2m_utils.toy.probe import attention_labels, rendered_attention_by_beta, rendered_attention_variants
+from a2m_utils.toy.world import make_sample
 
 
 @pytest.fixture(scope="module")

@@ -13,10 +13,10 @@ import pytest
 import torch
 from PIL import Image
 
-from a2m_utils import experiments
+from a2m_utils.study import experiments
 from a2m_utils import prompts as prompt_sets
 from a2m_utils.backends import TOY_DEFAULT, load_backend
-from a2m_utils.classes import TOY
+from a2m_utils.toy.world import TOY
 from a2m_utils.dataset import (
     DatasetError,
     DatasetWriter,

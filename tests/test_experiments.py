@@ -1,4 +1,4 @@
-from a2m_utils.experiments import table5_conclusions
+from a2m_utils.study.experiments import table5_conclusions
 
 
 def test_table5_conclusions_compare_the_refinement_with_the_toy_preset():

@@ -5,7 +5,7 @@ from diffusers import DDPMScheduler, StableDiffusionPipeline
 
 from a2m_utils.backends import load_backend, load_stable_diffusion
 from a2m_utils.generate import generate
-from a2m_utils.toymodel import new_toy
+from a2m_utils.toy.pipeline import new_toy
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ from peft.tuners.lora import LoraLayer
 from safetensors import safe_open
 from test_attention import inputs, manual_cross_attention
 
-from a2m_utils import toyworld
-from a2m_utils.attention import capture_attention
+from a2m_utils.toy import world as toyworld
+from a2m_utils.capture import capture_attention
 from a2m_utils.backends import Backend
 from a2m_utils.generate import generate
 from a2m_utils.lora import (
@@ -19,7 +19,7 @@ from a2m_utils.lora import (
     train_lora,
 )
 from a2m_utils.sd import TINY_SD_UNET_CONFIG, TINY_VAE_CONFIG, sd_unet
-from a2m_utils.toymodel import (
+from a2m_utils.toy.pipeline import (
     build_scheduler,
     build_text_encoder,
     build_tokenizer,
@@ -177,7 +177,7 @@ def test_bad_input(tmp_path):
 def test_cached_adaptation_is_keyed_by_the_base_weights_not_their_path(tmp_path):
     """A model retrained in place must not reuse a LoRA trained on the old weights."""
     from a2m_utils.backends import load_toy
-    from a2m_utils.experiments import adapted_backend
+    from a2m_utils.study.experiments import adapted_backend
 
     images = np.stack([toyworld.make_sample(i).image for i in range(2)])
     kw = {"images": images, "steps": 1, "lr": 1e-3, "batch_size": 2, "root": tmp_path / "data"}

@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
 
-from a2m_utils import masks, toyworld
-from a2m_utils.classes import TOY
+from a2m_utils import masks
+from a2m_utils.toy import world as toyworld
+from a2m_utils.toy.world import TOY
 from a2m_utils.metrics import confusion_matrix, scores
 
 
@@ -33,27 +34,27 @@ def test_eq5_background_and_eq6_reliability():
 def test_label_maps_use_vocabulary_ids():
     maps = np.array([[[0.9, 0.1, 0.3]], [[0.2, 0.6, 0.2]]], dtype=np.float32)
     ids = [TOY.index("star"), TOY.index("cross")]
-    np.testing.assert_array_equal(masks.pseudo_mask(maps, ids, "argmax", beta=0.2), [[4, 5, 0]])
+    np.testing.assert_array_equal(masks.label_map(maps, ids, "argmax", beta=0.2), [[4, 5, 0]])
     # threshold on the [0, 255] scale: 0.6 * 255 = 153 >= 128, 0.3 * 255 = 76.5 < 128
-    np.testing.assert_array_equal(masks.pseudo_mask(maps, ids, "threshold", theta=128), [[4, 5, 0]])
-    np.testing.assert_array_equal(masks.pseudo_mask(maps, ids, "threshold", theta=64), [[4, 5, 4]])
+    np.testing.assert_array_equal(masks.label_map(maps, ids, "threshold", theta=128), [[4, 5, 0]])
+    np.testing.assert_array_equal(masks.label_map(maps, ids, "threshold", theta=64), [[4, 5, 4]])
 
 
 def test_otsu_splits_a_bimodal_map():
     peak = np.zeros((1, 8, 8), dtype=np.float32)
     peak[0, 2:6, 2:6] = 0.8
     peak += np.random.default_rng(0).uniform(0, 0.1, peak.shape).astype(np.float32)
-    np.testing.assert_array_equal(masks.pseudo_mask(peak, [1], "otsu") == 1, peak[0] > 0.5)
+    np.testing.assert_array_equal(masks.label_map(peak, [1], "otsu") == 1, peak[0] > 0.5)
 
 
 def test_bad_method_and_mismatched_ids():
     maps = np.zeros((1, 2, 2), dtype=np.float32)
     with pytest.raises(ValueError, match="unknown post-processing 'crf'"):
-        masks.pseudo_mask(maps, [1], "crf")
+        masks.label_map(maps, [1], "crf")
     with pytest.raises(ValueError, match="2 class ids for 1 class maps"):
-        masks.pseudo_mask(maps, [1, 2], "argmax")
+        masks.label_map(maps, [1, 2], "argmax")
     with pytest.raises(ValueError, match="needs the image"):
-        masks.pseudo_mask(maps, [1], "dcrf")
+        masks.label_map(maps, [1], "dcrf")
 
 
 def test_dense_crf_cleans_noisy_probabilities():
@@ -72,16 +73,19 @@ def test_dense_crf_cleans_noisy_probabilities():
 
 
 def test_pseudo_mask_from_token_attention():
-    from a2m_utils.pipeline import build_pseudo_mask
-    from a2m_utils.toymodel import build_tokenizer
+    from a2m_utils.tokens import class_positions
+    from a2m_utils.toy.pipeline import build_tokenizer
 
     tok = build_tokenizer()
     prompt = "a red circle and a blue star"  # [BOS] a red circle and a blue star [EOS]
     attn = np.full((24, 8, 8), 0.01, dtype=np.float32)
     attn[3, :4, :4] = 1.0
     attn[7, 4:, 4:] = 1.0
-    pm = build_pseudo_mask(attn, prompt, np.zeros((16, 16, 3), np.uint8), tok, TOY, method="argmax", beta=0.2)
-    assert pm.positions == {"circle": [3], "star": [7]} and pm.class_ids == [1, 4]
+    positions = class_positions(prompt, tok, TOY)
+    assert positions == {"circle": [3], "star": [7]}
+    pm = masks.pseudo_mask(masks.class_maps(attn, positions), [TOY.index(n) for n in positions],
+                           np.zeros((16, 16, 3), np.uint8), method="argmax", beta=0.2)
+    assert pm.class_ids == [1, 4]
     assert pm.label.shape == (16, 16) and pm.maps.shape == (2, 16, 16)
     assert (pm.label[:6, :6] == 1).all() and (pm.label[10:, 10:] == 4).all()
     assert (pm.label[:6, 10:] == 0).all() and (pm.label[10:, :6] == 0).all()

@@ -7,7 +7,7 @@ import nbformat
 import papermill as pm
 import pytest
 
-from a2m_utils.runner import NOTEBOOKS, PROFILES, load_profile, run_profile
+from a2m_utils.study.runner import NOTEBOOKS, PROFILES, load_profile, run_profile
 
 ALL = sorted(p.stem for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
 EXPECTED_KEYS = {

@@ -4,7 +4,7 @@ from conftest import tiny_sd
 
 from a2m_utils.backends import load_backend
 from a2m_utils.nti import invert
-from a2m_utils.toyworld import make_sample
+from a2m_utils.toy.world import make_sample
 
 # Few steps, few inner steps and a larger learning rate than the paper's 1e-2, to run in seconds.
 FAST = {"num_steps": 4, "guidance_scale": 3.0, "inner_steps": 2, "lr": 0.1}

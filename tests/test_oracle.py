@@ -1,7 +1,7 @@
 import numpy as np
 
-from a2m_utils import toyworld
-from a2m_utils.oracle import MIN_COMPONENT, augmented, check_generation, fidelity, object_counts
+from a2m_utils.toy import world as toyworld
+from a2m_utils.toy.oracle import MIN_COMPONENT, augmented, check_generation, fidelity, object_counts
 
 
 def test_object_counts_and_fidelity():

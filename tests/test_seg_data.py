@@ -8,8 +8,8 @@ from a2m_utils.seg_data import (
     VOCLayout,
     cityscapes,
     imagenet_s_fgbg,
-    rendered_toy,
 )
+from a2m_utils.toy.world import rendered as rendered_toy
 
 
 def write(path, array, palette=False):

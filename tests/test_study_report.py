@@ -1,4 +1,4 @@
-from a2m_utils.study_report import _mask_quality_rows
+from a2m_utils.study.summary import _mask_quality_rows
 
 
 def test_mask_quality_rows_state_the_beta_of_each_miou():

@@ -3,8 +3,9 @@ import json
 import pytest
 import torch
 
-from a2m_utils.backends import load_toy
-from a2m_utils.train_toy import Trainer, batch
+from a2m_utils.latents import embed
+from a2m_utils.toy.pipeline import load_toy
+from a2m_utils.toy.train import Trainer, batch
 
 
 def make(tmp_path, name, steps=4):
@@ -59,18 +60,18 @@ def test_export_loads_and_resume_checks_settings(tmp_path):
     t.fit(eval_every=1, ckpt_every=1, n_val=2)
     model = load_toy(tmp_path / "c-model")
     assert json.loads((tmp_path / "c-model" / "training.json").read_text())["step"] == 1
-    assert model.encode(["a red circle"]).shape[:2] == (1, 24)
+    assert embed(model, ["a red circle"]).shape[:2] == (1, 24)
     with pytest.raises(ValueError, match="was made with"):
         make(tmp_path, "c", steps=2)
     with pytest.raises(FileExistsError, match="holds a model exported by another run"):
         Trainer(tmp_path / "other", tmp_path / "c-model", steps=3, seed=3, batch_size=2, lr=1e-3,
                 p_uncond=0.5, ema_decay=0.9, warmup=1)
-    with pytest.raises(FileNotFoundError, match="not a toy model folder"):
+    with pytest.raises(FileNotFoundError, match="not a toy pipeline folder"):
         load_toy(tmp_path)
 
 
 def test_second_stage_starts_from_a_checkpoint_and_logs_continue(tmp_path):
-    from a2m_utils.train_toy import training_log
+    from a2m_utils.toy.train import training_log
 
     first = make(tmp_path, "s1", steps=2)
     first.fit(eval_every=100, ckpt_every=1, n_val=2)
@@ -96,7 +97,7 @@ def test_second_stage_from_an_exported_model_folder(tmp_path):
 
 
 def test_colour_p_drops_colour_words_from_training_captions():
-    from a2m_utils.toyworld import COLOURS
+    from a2m_utils.toy.world import COLOURS
 
     plain, without = batch(0, 5, 8, 0.0), batch(0, 5, 8, 0.0, colour_p=0.0)
     assert torch.equal(plain[0], without[0])
@@ -105,10 +106,10 @@ def test_colour_p_drops_colour_words_from_training_captions():
 
 
 def test_stages_name_each_run_with_its_device_and_start(tmp_path):
-    from a2m_utils.train_toy import stages
+    from a2m_utils.toy.train import stages
 
-    for name, step, command in [("s1", 3000, "python -m a2m_utils.train_toy --device cuda --steps 5000"),
-                                ("s2", 600, "python -m a2m_utils.train_toy --steps 600")]:
+    for name, step, command in [("s1", 3000, "python -m a2m_utils.toy.train --device cuda --steps 5000"),
+                                ("s2", 600, "python -m a2m_utils.toy.train --steps 600")]:
         (tmp_path / name).mkdir()
         (tmp_path / name / "log.jsonl").write_text(json.dumps({"step": step, "loss": 0.1, "wall_s": 60.0 * step}) + "\n")
         (tmp_path / name / "command.txt").write_text(f"2026-11-26T00:00:00 {command}\n# a comment\n")
@@ -119,7 +120,7 @@ def test_stages_name_each_run_with_its_device_and_start(tmp_path):
 
 
 def test_three_stage_log_counts_steps_from_where_each_stage_started(tmp_path):
-    from a2m_utils.train_toy import stage_offsets, training_log
+    from a2m_utils.toy.train import stage_offsets, training_log
 
     for name, steps, init in [("s1", [100, 200, 300], None), ("s2", [50, 100], 200), ("s3", [10, 20], 50)]:
         (tmp_path / name).mkdir()

@@ -17,11 +17,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from scipy import ndimage
 
-from . import segmentation, toyworld
-from .classes import TOY
-from .metrics import confusion_matrix, scores
+from .. import segmentation
+from ..metrics import confusion_matrix, scores
+from . import world as toyworld
+from .world import TOY
 
-ORACLE_DEFAULT = Path(__file__).resolve().parent.parent / "models" / "toy-oracle"
+ORACLE_DEFAULT = Path(__file__).resolve().parents[2] / "models" / "toy-oracle"
 MIN_COMPONENT = 6  # pixels: smaller blobs are not counted as objects
 
 

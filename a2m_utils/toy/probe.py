@@ -13,12 +13,22 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from . import toyworld
-from .attention import capture_attention
-from .classes import TOY
-from .images import to_tensor
-from .metrics import confusion_matrix, scores
-from .pipeline import build_pseudo_mask
+from ..capture import capture_attention
+from ..images import to_tensor
+from ..latents import embed
+from ..masks import PseudoMask, class_maps, pseudo_mask
+from ..metrics import confusion_matrix, scores
+from ..tokens import class_positions
+from . import world as toyworld
+from .world import TOY
+
+
+def sample_mask(attn: np.ndarray, sample: toyworld.ToySample, tokenizer, method: str = "dcrf", beta: float = 0.0,
+                attributes: Sequence[str] = ()) -> PseudoMask:
+    """The pseudo-mask (Eqs. 4-6) of a rendered sample from its token attention and its caption."""
+    positions = class_positions(sample.caption, tokenizer, TOY, expected=sample.scene.classes, attributes=attributes)
+    ids = [TOY.index(n) for n in positions]
+    return pseudo_mask(class_maps(attn, positions), ids, sample.image, method, beta)
 
 
 def attention_labels(model, samples: Sequence[toyworld.ToySample], timesteps: Sequence[int], seed: int,
@@ -30,18 +40,16 @@ def attention_labels(model, samples: Sequence[toyworld.ToySample], timesteps: Se
     x0 = to_tensor(np.stack([s.image for s in samples]))
     captions = [s.caption for s in samples]
     gen = torch.Generator().manual_seed(seed)
-    noise = torch.randn(x0.shape, generator=gen).to(model.device)
-    x0 = x0.to(model.device)
+    noise = torch.randn(x0.shape, generator=gen).to(model.unet.device)
+    x0 = x0.to(model.unet.device)
     with torch.no_grad(), capture_attention(model.unet, guidance=False) as store:
-        context = model.encode(captions)
+        context = embed(model, captions)
         for t in timesteps:
-            tt = torch.full((len(samples),), int(t), dtype=torch.long, device=model.device)
+            tt = torch.full((len(samples),), int(t), dtype=torch.long, device=model.unet.device)
             model.unet(model.scheduler.add_noise(x0, noise, tt), tt, context)
     attn = store.cross_attention(resolution).cpu().numpy()
     return {
-        (b, v): [build_pseudo_mask(a, s.caption, s.image, model.tokenizer, TOY, method, b,
-                                   attributes=toyworld.COLOURS if v else (), expected=s.scene.classes).label
-                 for s, a in zip(samples, attn)]
+        (b, v): [sample_mask(a, s, model.tokenizer, method, b, toyworld.COLOURS if v else ()).label for s, a in zip(samples, attn)]
         for b in betas for v in variants
     }
 

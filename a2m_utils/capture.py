@@ -13,7 +13,7 @@ self-attention layer, the original (fast, fused) processor runs untouched.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -55,6 +55,7 @@ class AttentionStore:
     self_sum: torch.Tensor | None = None
     self_count: int = 0
     peak_bytes: int = 0
+    resolve_guidance: Callable[[], bool] | None = None  # asked once, at the first U-Net forward
     _forwards: int = 0
     _latent_hw: tuple[int, int] = (0, 0)
 
@@ -67,6 +68,8 @@ class AttentionStore:
 
     def on_unet_forward(self, sample: torch.Tensor, timestep) -> None:
         """Advance the step counter; called by a forward pre-hook on the U-Net."""
+        if self.resolve_guidance is not None:
+            self.guidance, self.resolve_guidance = self.resolve_guidance(), None
         self.step_index = self._forwards // self.forwards_per_step
         self._forwards += 1
         t = torch.as_tensor(timestep).flatten()

@@ -18,18 +18,24 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import beco, paper, segmentation, toyworld
-from .backends import Backend, load_backend
-from .classes import IGNORE_INDEX, TOY, ClassVocab
-from .dataset import PRESETS, DatasetWriter, Settings, load_sample, merge
-from .lora import TOY_INSTANCE_PROMPT, add_lora, save_lora, train_lora
-from .metrics import confusion_matrix, scores
-from .nti import Inversion, invert
-from .pipeline import PseudoMask, build_pseudo_mask, mask_from_class_maps
-from .prompts import Prompt
-from .refine import label_refined
+from .. import beco, segmentation
+from ..classes import IGNORE_INDEX, ClassVocab
+from ..dataset import DatasetWriter, Settings, load_sample, merge
+from ..identity import model_identity, scheduler_identity
+from ..lora import add_lora, save_lora, train_lora
+from ..masks import PseudoMask, pseudo_mask
+from ..metrics import confusion_matrix, scores
+from ..nti import Inversion, invert
+from ..prompts import Prompt
+from ..refine import label_refined
+from ..registry import PRESETS, load_pipeline
+from ..seg_data import VOCLayout, fg_bg
+from ..toy import world as toyworld
+from ..toy.probe import sample_mask
+from ..toy.world import INSTANCE_PROMPT, TOY
+from ..toy.world import rendered as rendered_toy
+from . import paper
 from .report import REPO, md_table, plain
-from .seg_data import VOCLayout, fg_bg, rendered_toy
 
 DATA = REPO / "data"  # generated datasets, cached between runs (not committed)
 REAL_SEED0 = 6 * 10**9
@@ -57,12 +63,21 @@ class SegConfig:
     arch: tuple = tuple(segmentation.TOY.items())
 
 
-def cached_dataset(backend: Backend, prompts: Sequence[Prompt], settings: Settings, name: str,
+def pipeline(preset: str = "toy", model: str | Path | None = None, scheduler: str | None = None,
+             device: str = "cpu"):
+    """The study's pipeline: ``model`` (a folder or hub id; default the preset's) with ``scheduler``
+    (a diffusers class name; default the preset's)."""
+    p = PRESETS[preset]
+    return load_pipeline(model or p.model, device, scheduler=scheduler or p.scheduler)
+
+
+def cached_dataset(pipe, prompts: Sequence[Prompt], settings: Settings, name: str,
                    vocab: ClassVocab = TOY, root: Path = DATA, progress: bool = True) -> Path:
     """Generate (or resume, or reuse) a dataset in ``root/<name>-<hash of settings and prompts>``."""
-    key = json.dumps([settings.to_json(), backend.fingerprint(), [p.__dict__ for p in prompts]], sort_keys=True)
+    key = json.dumps([settings.to_json(), model_identity(pipe), scheduler_identity(pipe.scheduler),
+                      [p.__dict__ for p in prompts]], sort_keys=True)
     folder = root / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
-    DatasetWriter(folder, backend, vocab, prompts, settings).run(progress=progress)
+    DatasetWriter(folder, pipe, vocab, prompts, settings).run(progress=progress)
     merge(folder)
     return folder
 
@@ -95,8 +110,7 @@ def relabel(folder: Path, method: str, beta: float = 0.2, theta: float = 128) ->
                 raise ValueError(f"{folder} was generated without self-attention (Settings.self_attention_res)")
             labels.append(label_refined(s["refined"], s["class_ids"], size))
         else:
-            labels.append(mask_from_class_maps(s["maps"], s["class_ids"], s["image"], method, beta,
-                                               theta=theta).label)
+            labels.append(pseudo_mask(s["maps"], s["class_ids"], s["image"], method, beta, theta=theta).label)
     return np.stack(labels)
 
 
@@ -179,7 +193,7 @@ def table5_conclusions(rows: Sequence[dict]) -> list[str]:
     got = {r["post_processing"]: r["segmenter_mIoU"] for r in rows}
     paper_order = sorted((k for k in got if k in paper.TABLE5), key=paper.TABLE5.get, reverse=True)
     ours = sorted(paper_order, key=got.get, reverse=True)
-    best, preset = ours[0], f"dcrf beta {PRESETS['toy'].beta:g}"
+    best, preset = ours[0], f"dcrf beta {PRESETS['toy'].settings.beta:g}"
     return [
         (f"Paper: dCRF beta = 0.2 is best ({paper.TABLE5['dcrf beta 0.2']}). Here the best of the paper's variants "
          f"is {best} ({got[best]:.3f}): {'reproduced' if best == 'dcrf beta 0.2' else 'not reproduced'}."),
@@ -195,18 +209,17 @@ def table5_conclusions(rows: Sequence[dict]) -> list[str]:
     ]
 
 
-def inverted_masks(backend: Backend, samples: Sequence[toyworld.ToySample], num_steps: int, guidance_scale: float,
-                   inner_steps: int = 10, beta: float = PRESETS["toy"].beta, batch_size: int = 20
+def inverted_masks(pipe, samples: Sequence[toyworld.ToySample], num_steps: int, guidance_scale: float,
+                   inner_steps: int = 10, beta: float = PRESETS["toy"].settings.beta, batch_size: int = 20
                    ) -> tuple[list[Inversion], list[PseudoMask]]:
     """Null-text inversion of rendered images with their true captions, ``batch_size`` at a time,
     and the pseudo-masks (Eqs. 4-6, dCRF) of the regenerated attention (Table 6)."""
     inversions: list[Inversion] = []
     for i in tqdm(range(0, len(samples), batch_size), desc="null-text inversion", unit="batch"):
         chunk = samples[i:i + batch_size]
-        inversions += invert(backend, np.stack([s.image for s in chunk]), [s.caption for s in chunk], num_steps,
+        inversions += invert(pipe, np.stack([s.image for s in chunk]), [s.caption for s in chunk], num_steps,
                              guidance_scale, inner_steps=inner_steps)
-    masks = [build_pseudo_mask(i.attention, s.caption, s.image, backend.tokenizer, TOY, "dcrf", beta,
-                               expected=s.scene.classes) for i, s in zip(inversions, samples)]
+    masks = [sample_mask(i.attention, s, pipe.tokenizer, "dcrf", beta) for i, s in zip(inversions, samples)]
     return inversions, masks
 
 
@@ -219,19 +232,19 @@ def table6_conclusions(rows: Sequence[dict]) -> list[str]:
              f"NTI train {train:.3f}, NTI val {val:.3f}: {verdict}.")]
 
 
-def adapted_backend(kind: str, model_path: str | None, images: np.ndarray, steps: int, lr: float,
-                    batch_size: int, rank: int = 4, seed: int = 0, root: Path = DATA) -> tuple[Backend, str]:
-    """A back-end with a DreamBooth-LoRA trained on unlabeled ``images`` (Table 4), cached (and
-    resumed) in ``root/lora-<hash>`` (of the base model's weights, the images and the settings);
-    returns it and a name for its datasets' settings."""
-    backend = load_backend(kind, model_path)
-    key = json.dumps([kind, backend.fingerprint(), steps, lr, batch_size, rank, seed,
+def adapted_pipeline(model: str | Path, images: np.ndarray, steps: int, lr: float, batch_size: int, rank: int = 4,
+                     seed: int = 0, scheduler: str | None = None, root: Path = DATA):
+    """The pipeline at ``model`` with a DreamBooth-LoRA trained on unlabeled ``images`` (Table 4),
+    cached (and resumed) in ``root/lora-<hash>`` (of the base model's identity, the images and the
+    settings). Its identity covers the adapter, so its datasets are cached apart from the base's."""
+    pipe = load_pipeline(model, scheduler=scheduler)
+    key = json.dumps([model_identity(pipe), steps, lr, batch_size, rank, seed,
                       hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest()])
     run_dir = root / f"lora-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
-    add_lora(backend, rank=rank, alpha=rank, seed=seed)
-    train_lora(backend, images, TOY_INSTANCE_PROMPT, run_dir, steps=steps, lr=lr, batch_size=batch_size, seed=seed)
-    save_lora(backend, run_dir / "lora")
-    return backend, f"{model_path or PRESETS['toy'].model}+{run_dir.name}"
+    add_lora(pipe, rank=rank, alpha=rank, seed=seed)
+    train_lora(pipe, images, INSTANCE_PROMPT, run_dir, steps=steps, lr=lr, batch_size=batch_size, seed=seed)
+    save_lora(pipe, run_dir / "lora")
+    return pipe
 
 
 def table4_conclusions(rows: Sequence[dict], n_seeds: int) -> list[str]:

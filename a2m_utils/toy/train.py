@@ -8,7 +8,7 @@ continues exactly as an uninterrupted one. Held-out attention quality
 (``attention_probe``) is logged as training goes; the EMA weights that score best are
 exported as the model folder.
 
-    python -m a2m_utils.train_toy --out models/toy-t2i --run runs/toy-t2i --steps 2400 --threads 2
+    python -m a2m_utils.toy.train --out models/toy-t2i --run runs/toy-t2i --steps 2400 --threads 2
 
 The committed model's four stages: ``runs/toy-t2i-stage1``, ``-stage2``, ``-stage3`` and ``runs/toy-t2i``
 (each folder's ``command.txt``).
@@ -30,14 +30,14 @@ from diffusers.optimization import get_cosine_schedule_with_warmup
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
-from . import toyworld
-from .atomic import save_torch
-from .attention_probe import rendered_attention_variants
-from .backends import load_toy
-from .images import to_tensor
-from .toymodel import new_toy
+from ..atomic import save_torch
+from ..images import to_tensor
+from ..latents import embed
+from . import world as toyworld
+from .pipeline import load_toy, new_toy
+from .probe import rendered_attention_variants
 
-TOY_RUNS = [Path(__file__).resolve().parent.parent / "runs" / name
+TOY_RUNS = [Path(__file__).resolve().parents[2] / "runs" / name
             for name in ("toy-t2i-stage1", "toy-t2i-stage2", "toy-t2i-stage3", "toy-t2i")]
 VAL_SEED0 = 10**9  # held-out seeds for model selection; training seeds stay below
 TRAIN_SEED_STRIDE = 10**6
@@ -157,7 +157,7 @@ class Trainer:
         noise = torch.randn(x0.shape, generator=gen)  # drawn on the CPU: the same draws on any device
         t = torch.randint(0, self.model.scheduler.config.num_train_timesteps, (len(x0),), generator=gen)
         x0, noise, t = x0.to(self.device), noise.to(self.device), t.to(self.device)
-        pred = self.model.unet(self.model.scheduler.add_noise(x0, noise, t), t, self.model.encode(captions)).sample
+        pred = self.model.unet(self.model.scheduler.add_noise(x0, noise, t), t, embed(self.model, captions)).sample
         loss = F.mse_loss(pred, noise)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -179,7 +179,7 @@ class Trainer:
                   "val_iou": [round(float(v), 4) for v in cls["iou"]]}
         if cls["miou"] > self.best:
             self.best = cls["miou"]
-            self.model.save(self.out)
+            self.model.save_pretrained(self.out)
             (self.out / "training.json").write_text(json.dumps({**self.config, "step": self.step, **result}, indent=1))
             result["exported"] = True
         self.ema.restore(self.params)
@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> None:
     a.run.mkdir(parents=True, exist_ok=True)
     with (a.run / "command.txt").open("a") as f:
         args = " ".join(argv or sys.argv[1:])
-        f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} python -m a2m_utils.train_toy {args}\n")
+        f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} python -m a2m_utils.toy.train {args}\n")
     trainer = Trainer(a.run, a.out, a.steps, a.seed, a.batch_size, a.lr, a.p_uncond, a.ema_decay, a.warmup,
                       a.init_from, a.text_layers, a.text_window or None, a.device, a.colour_p)
     trainer.fit(a.eval_every, a.ckpt_every, a.n_val, a.stop_after, a.workers)

@@ -9,12 +9,25 @@ the toy model is trained on and the dark, striped ``target`` domain it never see
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .classes import TOY
+from ..classes import ClassVocab
+from ..prompts import Prompt, with_seeds
+
+TOY = ClassVocab(
+    names=("background", "circle", "square", "triangle", "star", "cross"),
+    synonyms={
+        "circle": ("disc", "ring"),
+        "square": ("box",),
+        "triangle": ("wedge",),
+        "star": ("pentagram",),
+        "cross": ("plus",),
+    },
+)
 
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (215, 35, 35),
@@ -32,6 +45,7 @@ TEMPLATES = (  # prompt templates beyond the training captions, e.g. the paper's
     "a photo of {objects} with a background",
 )
 TARGET_TEMPLATE = "{objects} in {token} world"  # objects first: their tokens stay as in training
+INSTANCE_PROMPT = f"in {DOMAIN_TOKEN} world"  # the DreamBooth-LoRA prompt: TARGET_TEMPLATE without objects
 MIN_VISIBLE = 0.5
 
 
@@ -210,3 +224,27 @@ def vocabulary() -> list[str]:
         for phrase in TOY.phrases(name):
             words |= set(phrase.split())
     return sorted(words)
+
+
+def toy_prompts(n: int, seed: int = 0, domain: str = "source", **scene_kwargs) -> list[Prompt]:
+    """Captions of random toy scenes (their classes; the scene's seed doubles as the sampling seed)."""
+    samples = [make_sample(seed * 10**6 + i, domain=domain, **scene_kwargs) for i in range(n)]
+    return [Prompt(s.caption, s.scene.classes, seed * 10**6 + i) for i, s in enumerate(samples)]
+
+
+def toy_template_prompts(per_class: int, seeds_per_prompt: int = 1, seed: int = 0,
+                         template: str = CAPTION_TEMPLATE) -> list[Prompt]:
+    """Single-object toy prompts, one colour drawn at random ("a red circle"); the toy model's
+    counterpart of the ImageNet-S template (it was trained on captions of this form)."""
+    rng = np.random.default_rng(seed)
+    names = [n for n in TOY.names[1:] for _ in range(per_class)]
+    colours = [str(rng.choice(list(COLOURS))) for _ in names]
+    texts = [template.format(objects=f"{'an' if c[0] in 'aeiou' else 'a'} {c} {n}") for c, n in zip(colours, names)]
+    return with_seeds(texts, [(n,) for n in names], seeds_per_prompt, seed * 10**6)
+
+
+def rendered(seeds: Sequence[int], domain: str = "source", max_objects: int = 2,
+                 size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """Images and exact labels of ``make_sample`` scenes, rendered at ``size``."""
+    samples = [make_sample(s, size, domain, max_objects=max_objects) for s in seeds]
+    return np.stack([s.image for s in samples]), np.stack([s.label for s in samples])

@@ -1,7 +1,7 @@
 """Run the numbered notebooks headless with papermill, with the parameters of a profile.
 
-    python -m a2m_utils.runner --profile toy            # the whole study in the toy world
-    python -m a2m_utils.runner --profile smoke --only 02_mask_building
+    python -m a2m_utils.study.runner --profile toy            # the whole study in the toy world
+    python -m a2m_utils.study.runner --profile smoke --only 02_mask_building
 
 A profile (``profiles/<name>.yaml``) maps notebook names to papermill parameters; the
 ``_all`` entry applies to every notebook, and its ``out_dir_root`` (default ``results``)
@@ -25,7 +25,7 @@ import papermill as pm
 import yaml
 
 from .report import REPO, output_dir
-from .study_report import build as build_report
+from .summary import build as build_report
 
 PROFILES = REPO / "profiles"
 NOTEBOOKS = REPO / "notebooks"

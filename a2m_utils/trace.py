@@ -1,0 +1,183 @@
+"""The kit's public entry point: watch the user's own ``pipe(...)`` call and label what it drew.
+
+    with a2m.trace(pipe, steps=50) as t:
+        out = pipe("a dog and a cat on a sofa", num_inference_steps=100, generator=g)
+    pm = t.pseudo_masks(classes=a2m.VOC)  # Eqs. 4-6 and dense CRF, one per image
+
+``trace`` installs the capturing processor on the U-Net's cross-attention layers (Eqs. 1-3,
+``capture.capture_attention``) and, for the call's duration, wraps two instance methods that
+every Stable-Diffusion-style pipeline calls: ``encode_prompt`` (to learn the prompts and
+whether classifier-free guidance doubles the batch) and ``image_processor.postprocess`` (to
+keep the decoded images for the dense CRF). Everything is restored on exit. One trace covers
+one pipeline call.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from . import masks
+from .capture import AttentionStore, Steps, capture_attention
+from .classes import ClassVocab
+from .images import to_uint8
+from .tokens import NoClassInPromptError, class_positions
+
+
+class TraceError(RuntimeError):
+    """A trace used in a way it cannot serve (two pipeline calls, or no prompts or images seen)."""
+
+
+@dataclass
+class Trace:
+    """What one traced pipeline call produced: attention, prompts and images, per image of the batch."""
+
+    store: AttentionStore
+    tokenizer: object
+    prompts: list[str] | None = None
+    images: np.ndarray | None = None  # (B, H, W, 3) uint8
+    calls: int = 0
+    skipped: list[tuple[int, str]] = field(default_factory=list)  # (image index, reason) of the last pseudo_masks
+
+    @property
+    def steps_used(self) -> list[tuple[int, int]]:
+        """(step index, scheduler timestep) of every captured step."""
+        return self.store.steps_used
+
+    @property
+    def resolutions(self) -> list[tuple[int, int]]:
+        return self.store.resolutions
+
+    def attention(self, resolution: tuple[int, int] | None = None) -> np.ndarray:
+        """Token attention (B, tokens, h, w) at the latent size: mean over heads, captured steps and
+        layers (of one ``resolution`` if given), conditional half only (Eq. 3)."""
+        return self.store.cross_attention(resolution).cpu().numpy()
+
+    def self_attention(self) -> np.ndarray:
+        """Self-attention (B, N, N) at the resolution asked for with ``self_attention_res``."""
+        return self.store.self_attention().cpu().numpy()
+
+    def word_maps(self, index: int = 0) -> tuple[list[str], np.ndarray]:
+        """The words of prompt ``index`` and their normalised maps, for display."""
+        return masks.word_maps(self.attention()[index], self._prompts()[index], self.tokenizer)
+
+    def _prompts(self) -> list[str]:
+        if self.prompts is None:
+            raise TraceError("the traced call passed no prompt text (prompt_embeds?); give prompts=[...]")
+        return self.prompts
+
+    def pseudo_masks(self, classes: ClassVocab, method: str = "dcrf", beta: float = 0.2, r: float = 0.5,
+                     theta: float = 128, attributes: Sequence[str] = (),
+                     expected: Sequence[Sequence[str]] | None = None, prompts: Sequence[str] | None = None,
+                     images: np.ndarray | None = None, on_missing: str = "raise") -> list[masks.PseudoMask | None]:
+        """One pseudo-mask per image: tau_c from the prompt (Eq. 4), A_0 (Eq. 5), R (Eq. 6), ``method``.
+
+        ``expected``: the classes each prompt must name. A prompt whose class words are missing,
+        unknown to the tokenizer or cut off by its length limit raises ``NoClassInPromptError``,
+        or with ``on_missing="skip"`` gives None, its reason kept in ``self.skipped``."""
+        if on_missing not in ("raise", "skip"):
+            raise ValueError(f"on_missing must be 'raise' or 'skip', not {on_missing!r}")
+        texts = list(prompts) if prompts is not None else self._prompts()
+        pictures = self.images if images is None else np.asarray(images)
+        attn = self.attention()
+        if len(texts) != len(attn):
+            raise TraceError(f"{len(texts)} prompts for a batch of {len(attn)} images")
+        if pictures is None:
+            raise TraceError("no images were seen (output_type='latent'?); give images=[...] as uint8 (B, H, W, 3)")
+        out, self.skipped = [], []
+        for b, (text, image) in enumerate(zip(texts, pictures)):
+            try:
+                positions = class_positions(text, self.tokenizer, classes, attributes=attributes,
+                                            expected=None if expected is None else expected[b])
+            except NoClassInPromptError as err:
+                if on_missing == "raise":
+                    raise
+                out.append(None)
+                self.skipped.append((b, str(err)))
+                continue
+            ids = [classes.index(n) for n in positions]
+            pm = masks.pseudo_mask(masks.class_maps(attn[b], positions), ids, image, method, beta, r, theta)
+            pm.positions = positions
+            out.append(pm)
+        return out
+
+
+def _wrap_encode_prompt(pipe, t: Trace):
+    original = pipe.encode_prompt
+    signature = inspect.signature(original)
+
+    def encode_prompt(*args, **kwargs):
+        t.calls += 1
+        if t.calls > 1:
+            raise TraceError("a trace covers one pipeline call; open a new trace for each call")
+        bound = signature.bind_partial(*args, **kwargs).arguments
+        prompt, n = bound.get("prompt"), bound.get("num_images_per_prompt") or 1
+        if prompt is not None:
+            t.prompts = [p for p in ([prompt] if isinstance(prompt, str) else prompt) for _ in range(n)]
+        if "do_classifier_free_guidance" in bound and t.store.resolve_guidance is not None:
+            t.store.guidance = bool(bound["do_classifier_free_guidance"])
+            t.store.resolve_guidance = None
+        return original(*args, **kwargs)
+    return original, encode_prompt
+
+
+def _wrap_postprocess(processor, t: Trace):
+    original = processor.postprocess
+
+    def postprocess(image, *args, **kwargs):
+        if isinstance(image, torch.Tensor):
+            t.images = to_uint8(image.float())
+        return original(image, *args, **kwargs)
+    return original, postprocess
+
+
+@contextmanager
+def trace(pipe, steps: Steps = None, self_attention_res: int | None = None,
+          guidance: bool | None = None) -> Iterator[Trace]:
+    """Capture the cross-attention of the denoising steps ``steps`` (step indices, 0 = first; an
+    int, a range, a list, or None for all) during one ``pipe(...)`` call inside the block.
+
+    ``guidance``: whether the U-Net batch is [unconditional, conditional]; by default read from
+    the pipeline (its ``encode_prompt`` argument, else ``pipe.do_classifier_free_guidance``).
+    ``self_attention_res``: also keep self-attention at that layer resolution (refinement)."""
+    if not hasattr(pipe, "unet"):
+        raise TypeError(f"{type(pipe).__name__} has no U-Net; trace needs a UNet2DConditionModel pipeline "
+                        "(Stable Diffusion 1.x/2.x, the toy pipeline)")
+    with capture_attention(pipe.unet, steps=steps, guidance=True if guidance is None else guidance,
+                           self_attention_res=self_attention_res) as store:
+        t = Trace(store, pipe.tokenizer)
+        if guidance is None:
+            store.resolve_guidance = lambda: bool(getattr(pipe, "do_classifier_free_guidance", True))
+        patched = []
+        if hasattr(pipe, "encode_prompt"):
+            patched.append((pipe, "encode_prompt", *_wrap_encode_prompt(pipe, t)))
+        if hasattr(pipe, "image_processor"):
+            patched.append((pipe.image_processor, "postprocess", *_wrap_postprocess(pipe.image_processor, t)))
+        shadowed = [name in vars(owner) for owner, name, _, _ in patched]
+        for owner, name, _, wrapper in patched:
+            setattr(owner, name, wrapper)
+        try:
+            yield t
+        finally:
+            for (owner, name, original, _), own in zip(patched, shadowed):
+                if own:
+                    setattr(owner, name, original)
+                else:
+                    delattr(owner, name)  # the class's method shows again
+
+
+def generate(pipe, prompts: Sequence[str], seeds: Sequence[int], steps: Steps = None,
+             self_attention_res: int | None = None, **call_kwargs) -> Trace:
+    """``pipe(prompts, ...)`` under ``trace``, image i drawn from ``torch.Generator().manual_seed(seeds[i])``
+    (on the CPU, so a seed gives the same noise on every device); ``call_kwargs`` go to the pipeline."""
+    if len(prompts) != len(seeds):
+        raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
+    generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+    with trace(pipe, steps=steps, self_attention_res=self_attention_res) as t:
+        pipe(list(prompts), generator=generators, output_type="pt", **call_kwargs)
+    return t
