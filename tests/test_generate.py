@@ -1,11 +1,22 @@
+"""``a2m_utils.generate``: a pipeline call under ``trace`` with one seeded generator per image."""
+
 import numpy as np
 import pytest
+import torch
 from conftest import tiny_sd
-from diffusers import DDPMScheduler, StableDiffusionPipeline
+from diffusers import DDIMScheduler
 
-from a2m_utils.backends import load_backend, load_stable_diffusion
-from a2m_utils.generate import generate
-from a2m_utils.toy.pipeline import new_toy
+from a2m_utils import generate, load_pipeline, trace
+from a2m_utils.latents import image_size
+from a2m_utils.toy.pipeline import load_toy, new_toy
+
+
+@pytest.fixture(scope="module")
+def toy():
+    """A random toy pipeline with its DDPM scheduler (each image's noise drawn from its own generator)."""
+    pipe = new_toy(0)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
 
 
 @pytest.fixture(scope="module")
@@ -13,68 +24,89 @@ def sd_folder(tmp_path_factory):
     """A tiny randomly initialised Stable Diffusion pipeline saved in diffusers layout (no download)."""
     d = tmp_path_factory.mktemp("tiny-sd")
     (d / "tok").mkdir()
-    b = tiny_sd(d / "tok")
-    pipe = StableDiffusionPipeline(vae=b.vae, text_encoder=b.text_encoder, tokenizer=b.tokenizer, unet=b.unet,
-                                   scheduler=b.scheduler, safety_checker=None, feature_extractor=None,
-                                   requires_safety_checker=False)
-    pipe.save_pretrained(d / "pipe")
+    tiny_sd(d / "tok").save_pretrained(d / "pipe")
     return d / "pipe"
 
 
-def test_toy_same_seed_same_image_and_maps():
-    b = new_toy(0)
-    a = generate(b, ["a red circle", "a blue star and a green box"], [1, 2], num_steps=6, capture_steps=3)
-    c = generate(b, ["a red circle", "a blue star and a green box"], [1, 2], num_steps=6, capture_steps=3)
-    assert a.images.shape == (2, 32, 32, 3) and a.attention.shape == (2, 24, 32, 32)
-    assert np.array_equal(a.images, c.images) and np.array_equal(a.attention, c.attention)
+def test_toy_same_seed_same_image_and_maps(toy):
+    prompts = ["a red circle", "a blue star and a green box"]
+    a = generate(toy, prompts, [1, 2], steps=3, num_inference_steps=6)
+    c = generate(toy, prompts, [1, 2], steps=3, num_inference_steps=6)
+    assert a.images.shape == (2, 32, 32, 3) and a.images.dtype == np.uint8
+    assert a.attention().shape == (2, 24, 32, 32) and a.prompts == prompts
+    assert np.array_equal(a.images, c.images) and np.array_equal(a.attention(), c.attention())
     assert [i for i, _ in a.steps_used] == [3]
-    other = generate(b, ["a red circle"], [3], num_steps=6, capture_steps=3)
+    other = generate(toy, ["a red circle"], [3], steps=3, num_inference_steps=6)
     assert not np.array_equal(other.images[0], a.images[0])
 
 
 def test_records_step_index_and_timestep():
-    b = new_toy(0)
-    g = generate(b, ["a red circle"], [1], num_steps=10, capture_steps=5, sampler_name="ddim")
-    sched = DDPMScheduler.from_config(b.scheduler.config)
+    pipe = new_toy(0)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    g = generate(pipe, ["a red circle"], [1], steps=5, num_inference_steps=10)
+    sched = DDIMScheduler.from_config(pipe.scheduler.config)
     sched.set_timesteps(10)
     assert g.steps_used == [(5, int(sched.timesteps[5]))]
-    g = generate(b, ["a red circle"], [1], num_steps=4, capture_steps=None)
+    g = generate(pipe, ["a red circle"], [1], steps=None, num_inference_steps=4)
     assert [i for i, _ in g.steps_used] == [0, 1, 2, 3]
+    g = generate(pipe, ["a red circle"], [1], steps=range(1, 3), num_inference_steps=4)
+    assert [i for i, _ in g.steps_used] == [1, 2]
 
 
 def test_stable_diffusion_path(sd_folder):
-    backend = load_stable_diffusion(sd_folder)
-    assert backend.vae is not None and backend.image_size == 32
-    a = generate(backend, ["a photo of a dog", "an aeroplane"], [0, 1], num_steps=4, capture_steps=2,
-                 self_attention_res=8)
+    pipe = load_pipeline(sd_folder, scheduler="DDPMScheduler")
+    assert pipe.vae is not None and image_size(pipe) == 32
+    prompts = ["a photo of a dog", "an aeroplane"]
+    a = generate(pipe, prompts, [0, 1], steps=2, self_attention_res=8, num_inference_steps=4)
     assert a.images.shape == (2, 32, 32, 3) and a.images.dtype == np.uint8
-    assert a.attention.shape == (2, 16, 16, 16)
-    np.testing.assert_allclose(a.attention.sum(1), 1, atol=1e-4)
-    assert a.self_attention.shape == (2, 64, 64)
-    b = generate(backend, ["a photo of a dog", "an aeroplane"], [0, 1], num_steps=4, capture_steps=2)
-    assert np.array_equal(a.images, b.images) and np.allclose(a.attention, b.attention)
+    assert a.attention().shape == (2, 16, 16, 16)
+    np.testing.assert_allclose(a.attention().sum(1), 1, atol=1e-4)
+    assert a.self_attention().shape == (2, 64, 64)
+    np.testing.assert_allclose(a.self_attention().sum(-1), 1, atol=1e-4)
+    b = generate(pipe, prompts, [0, 1], steps=2, num_inference_steps=4)
+    assert np.array_equal(a.images, b.images) and np.allclose(a.attention(), b.attention())
 
 
-def test_bad_input(tmp_path):
-    with pytest.raises(FileNotFoundError, match="cannot load the Stable Diffusion checkpoint"):
-        load_stable_diffusion(tmp_path / "nowhere")
-    with pytest.raises(FileNotFoundError, match="not a toy model folder"):
-        load_backend("toy", tmp_path)
-    with pytest.raises(ValueError, match="unknown back-end"):
-        load_backend("dalle")
+def test_bad_input(tmp_path, toy):
+    with pytest.raises(FileNotFoundError, match="cannot load the pipeline"):
+        load_pipeline(tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError, match="not a toy pipeline folder"):
+        load_toy(tmp_path)
     with pytest.raises(ValueError, match="2 prompts but 1 seeds"):
-        generate(new_toy(0), ["a", "b"], [1])
-    with pytest.raises(ValueError, match="unknown sampler"):
-        generate(new_toy(0), ["a red circle"], [1], sampler_name="euler")
+        generate(toy, ["a", "b"], [1])
+    with pytest.raises(ValueError, match="non-negative step indices"):
+        generate(toy, ["a red circle"], [1], steps=-1, num_inference_steps=2)
+    with pytest.raises(TypeError, match="has no U-Net"):
+        with trace(object()):
+            pass
+    never = generate(toy, ["a red circle"], [1], steps=5, num_inference_steps=2)
+    assert never.steps_used == []
+    with pytest.raises(RuntimeError, match="no cross-attention was captured"):
+        never.attention()
 
 
-def test_batches_do_not_change_results():
-    from a2m_utils.generate import generate_many
-
-    b = new_toy(0)
+def test_batches_do_not_change_results(toy):
+    """Each image's noise comes from its own generator: a seed gives the same image whatever its batch."""
     prompts, seeds = ["a red circle", "a blue star", "a green box"], [4, 5, 6]
-    whole = generate(b, prompts, seeds, num_steps=3, capture_steps=1)
-    parts = generate_many(b, prompts, seeds, batch_size=2, progress=False, num_steps=3, capture_steps=1)
-    assert np.array_equal(whole.images, parts.images)
-    np.testing.assert_allclose(whole.attention, parts.attention, atol=1e-6)
-    assert sorted(parts.by_resolution) == [(8, 8), (16, 16)] and parts.by_resolution[(16, 16)].shape[0] == 3
+    whole = generate(toy, prompts, seeds, steps=1, num_inference_steps=3)
+    parts = [generate(toy, prompts[:2], seeds[:2], steps=1, num_inference_steps=3),
+             generate(toy, prompts[2:], seeds[2:], steps=1, num_inference_steps=3)]
+    assert np.array_equal(whole.images, np.concatenate([p.images for p in parts]))
+    np.testing.assert_allclose(whole.attention(), np.concatenate([p.attention() for p in parts]), atol=1e-6)
+    assert whole.resolutions == [(16, 16), (8, 8)]
+    for res in whole.resolutions:
+        assert whole.attention(res).shape == (3, 24, 32, 32)
+        np.testing.assert_allclose(whole.attention(res), np.concatenate([p.attention(res) for p in parts]),
+                                   atol=1e-6)
+
+
+def test_generator_seeds_are_on_the_cpu(toy):
+    """``generate``'s noise equals the user's own call with CPU generators of the same seeds."""
+    prompts = ["a red circle", "a blue star"]
+    g = generate(toy, prompts, [7, 8], steps=1, num_inference_steps=2)
+    with trace(toy, steps=1) as t:
+        out = toy(prompts, num_inference_steps=2, generator=[torch.Generator().manual_seed(s) for s in (7, 8)],
+                  output_type="np")
+    assert np.array_equal(t.images, g.images) and np.array_equal(t.attention(), g.attention())
+    assert np.array_equal(np.round(out.images * 255).astype(np.uint8), g.images)
