@@ -130,7 +130,8 @@ def _wrap_postprocess(processor, t: Trace):
     original = processor.postprocess
 
     def postprocess(image, *args, **kwargs):
-        if isinstance(image, torch.Tensor):
+        output_type = kwargs.get("output_type", args[0] if args else "pil")
+        if isinstance(image, torch.Tensor) and output_type != "latent":  # latents pass through unchanged
             t.images = to_uint8(image.float())
         return original(image, *args, **kwargs)
     return original, postprocess

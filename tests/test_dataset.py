@@ -10,13 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from a2m_utils.study import experiments
-from a2m_utils import prompts as prompt_sets
-from a2m_utils.backends import TOY_DEFAULT, load_backend
-from a2m_utils.toy.world import TOY
 from a2m_utils.dataset import (
     DatasetError,
     DatasetWriter,
@@ -25,11 +20,17 @@ from a2m_utils.dataset import (
     merge,
     sample_id,
 )
+from a2m_utils.identity import model_identity, scheduler_identity
+from a2m_utils.prompts import Prompt
+from a2m_utils.registry import PRESETS, load_pipeline
 from a2m_utils.seg_data import VOCLayout
+from a2m_utils.study import experiments
 from a2m_utils.tokens import NoClassInPromptError
+from a2m_utils.toy.pipeline import TOY_DEFAULT, load_toy
+from a2m_utils.toy.world import TOY, toy_prompts
 
-SETTINGS = Settings(model="models/toy-t2i", vocab="toy", num_steps=3, guidance_scale=3.0, capture_steps=None,
-                    sampler="ddim", batch_size=2)
+SETTINGS = Settings(vocab="toy", num_steps=3, guidance_scale=3.0, capture_steps=None, batch_size=2)
+SCHEDULER = "DDIMScheduler"
 CLI = [sys.executable, "-m", "a2m_utils.make_dataset", "--n", "10", "--steps", "3", "--batch-size", "2",
        "--threads", "1"]
 
@@ -39,14 +40,14 @@ def tree(root: Path) -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="module")
-def backend():
-    return load_backend("toy")
+def pipe():
+    return load_pipeline(TOY_DEFAULT, scheduler=SCHEDULER)
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory, backend):
+def reference(tmp_path_factory, pipe):
     root = tmp_path_factory.mktemp("ref")
-    DatasetWriter(root, backend, TOY, prompt_sets.toy_prompts(6), SETTINGS).run(progress=False)
+    DatasetWriter(root, pipe, TOY, toy_prompts(6), SETTINGS).run(progress=False)
     merge(root)
     return root
 
@@ -61,23 +62,27 @@ def test_layout_reads_with_a_plain_reader(reference):
         meta = json.loads((reference / "meta" / f"{sid}.json").read_text())
         assert set(np.unique(np.asarray(mask))) <= {0, *(TOY.index(c) for c in meta["classes"])}
     lines = [json.loads(x) for x in (reference / "manifest.jsonl").read_text().splitlines()]
-    assert [m["id"] for m in lines] == ids and lines[0]["model"] == "models/toy-t2i"
+    assert [m["id"] for m in lines] == ids and lines[0]["model"] == str(TOY_DEFAULT)
+    info = json.loads((reference / "dataset.json").read_text())
+    assert info["model"] == model_identity(load_toy()) and info["model_name"] == str(TOY_DEFAULT)
+    assert info["scheduler"]["class"] == SCHEDULER and info["settings"]["vocab"] == "toy"
+    assert "model_sha256" not in info and "sampler" not in info["settings"] and "model" not in info["settings"]
     images, labels, reliable = VOCLayout(reference).arrays()  # the kit's own segmentation dataset
     assert images.shape == (6, 32, 32, 3) and labels.shape == reliable.shape == (6, 32, 32)
     s = load_sample(reference, ids[0])
     assert s["maps"].shape[0] == len(s["class_ids"]) and s["reliability"].dtype == bool
 
 
-def test_same_seed_same_files(tmp_path, backend, reference):
-    DatasetWriter(tmp_path, backend, TOY, prompt_sets.toy_prompts(6), SETTINGS).run(progress=False)
+def test_same_seed_same_files(tmp_path, pipe, reference):
+    DatasetWriter(tmp_path, pipe, TOY, toy_prompts(6), SETTINGS).run(progress=False)
     merge(tmp_path)
     assert tree(tmp_path) == tree(reference)
 
 
-def test_two_shards_merged_equal_one_process(tmp_path, backend, reference):
+def test_two_shards_merged_equal_one_process(tmp_path, pipe, reference):
     a, b = tmp_path / "a", tmp_path / "b"
     for root, shard in ((a, 0), (b, 1)):
-        DatasetWriter(root, backend, TOY, prompt_sets.toy_prompts(6), SETTINGS).run(shard, 2, progress=False)
+        DatasetWriter(root, pipe, TOY, toy_prompts(6), SETTINGS).run(shard, 2, progress=False)
     with pytest.raises(DatasetError, match="missing or incomplete"):
         merge(a)
     assert merge(a, [b]) == 6
@@ -104,44 +109,46 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
     assert tree(killed) == tree(full)
 
 
-def test_prompt_naming_no_class(tmp_path, backend):
-    bad = [*prompt_sets.toy_prompts(2), prompt_sets.Prompt("a red hexagon", ("circle",), 5)]
+def test_prompt_naming_no_class(tmp_path, pipe):
+    bad = [*toy_prompts(2), Prompt("a red hexagon", ("circle",), 5)]
     with pytest.raises(NoClassInPromptError, match="hexagon"):
-        DatasetWriter(tmp_path / "x", backend, TOY, bad, SETTINGS)
-    writer = DatasetWriter(tmp_path / "y", backend, TOY, bad, SETTINGS, skip_unknown=True)
+        DatasetWriter(tmp_path / "x", pipe, TOY, bad, SETTINGS)
+    writer = DatasetWriter(tmp_path / "y", pipe, TOY, bad, SETTINGS, skip_unknown=True)
     assert [p.text for p in writer.skipped] == ["a red hexagon"] and len(writer.prompts) == 2
 
 
-def test_folder_made_with_other_settings_is_refused(tmp_path, backend):
-    DatasetWriter(tmp_path, backend, TOY, prompt_sets.toy_prompts(2), SETTINGS)
+def test_folder_made_with_other_settings_is_refused(tmp_path, pipe):
+    DatasetWriter(tmp_path, pipe, TOY, toy_prompts(2), SETTINGS)
     with pytest.raises(DatasetError, match="other settings"):
-        DatasetWriter(tmp_path, backend, TOY, prompt_sets.toy_prompts(2), replace(SETTINGS, beta=0.0))
+        DatasetWriter(tmp_path, pipe, TOY, toy_prompts(2), replace(SETTINGS, beta=0.0))
     with pytest.raises(DatasetError, match="other settings or prompts"):
-        DatasetWriter(tmp_path, backend, TOY, prompt_sets.toy_prompts(3), SETTINGS)
+        DatasetWriter(tmp_path, pipe, TOY, toy_prompts(3), SETTINGS)
 
 
-def test_corrupt_file_found_on_resume(tmp_path, backend, reference):
+def test_corrupt_file_found_on_resume(tmp_path, pipe, reference):
     shutil.copytree(reference, tmp_path, dirs_exist_ok=True)
     image = tmp_path / "JPEGImages" / f"{sample_id(3)}.jpg"
     image.write_bytes(image.read_bytes()[:100])
-    writer = DatasetWriter(tmp_path, backend, TOY, prompt_sets.toy_prompts(6), SETTINGS)
+    writer = DatasetWriter(tmp_path, pipe, TOY, toy_prompts(6), SETTINGS)
     with pytest.raises(DatasetError, match=f"{sample_id(3)}.jpg is missing or corrupt"):
         writer.run(progress=False)
-    repaired = DatasetWriter(tmp_path, backend, TOY, prompt_sets.toy_prompts(6), SETTINGS, repair=True)
+    repaired = DatasetWriter(tmp_path, pipe, TOY, toy_prompts(6), SETTINGS, repair=True)
     assert repaired.run(progress=False) == 2  # the batch holding sample 3
     assert tree(tmp_path) == tree(reference)
 
 
 def test_missing_and_unreadable_checkpoints(tmp_path):
-    with pytest.raises(FileNotFoundError, match="missing"):
-        load_backend("toy", tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError, match="not a toy pipeline folder"):
+        load_toy(tmp_path / "nowhere")
     shutil.copytree(TOY_DEFAULT, tmp_path / "toy")
     weights = next((tmp_path / "toy" / "unet").glob("*.safetensors"))
     weights.write_bytes(b"not a safetensors file")
-    with pytest.raises(OSError, match="unreadable"):
-        load_backend("toy", tmp_path / "toy")
-    with pytest.raises(FileNotFoundError, match="no such folder"):
-        load_backend("sd", tmp_path / "no-sd")
+    with pytest.raises(OSError, match="Unable to load weights"):
+        load_toy(tmp_path / "toy")
+    with pytest.raises(FileNotFoundError, match="cannot load the pipeline"):
+        load_pipeline(tmp_path / "toy")
+    with pytest.raises(FileNotFoundError, match="cannot load the pipeline"):
+        load_pipeline(tmp_path / "no-sd")
 
 
 def test_shard_spec_is_checked():
@@ -151,14 +158,14 @@ def test_shard_spec_is_checked():
         main(["--out", "unused", "--shard", "2of4", "--n", "1"])
 
 
-def test_post_processing_redone_from_stored_maps(reference, backend, tmp_path):
+def test_post_processing_redone_from_stored_maps(reference, pipe, tmp_path):
     stored = np.stack([np.asarray(Image.open(p)) for p in sorted((reference / "SegmentationClass").glob("*.png"))])
     assert np.array_equal(experiments.relabel(reference, "dcrf", beta=SETTINGS.beta), stored)
     assert not np.array_equal(experiments.relabel(reference, "threshold", theta=64), stored)
     with pytest.raises(ValueError, match="without self-attention"):
         experiments.relabel(reference, "refine")
     refined = replace(SETTINGS, self_attention_res=16)
-    DatasetWriter(tmp_path, backend, TOY, prompt_sets.toy_prompts(2), refined).run(progress=False)
+    DatasetWriter(tmp_path, pipe, TOY, toy_prompts(2), refined).run(progress=False)
     merge(tmp_path)
     labels = experiments.relabel(tmp_path, "refine")
     assert labels.shape == (2, 32, 32) and set(np.unique(labels)) <= {0, 255, *range(1, TOY.num_classes)}
@@ -171,10 +178,32 @@ def test_pseudo_mask_scores_skip_ignored_pixels():
     assert s["labelled"] == 0.75 and s["pixel_acc"] == pytest.approx(2 / 3)
 
 
-def test_folder_made_by_another_model_is_refused(tmp_path, backend):
-    DatasetWriter(tmp_path, backend, TOY, prompt_sets.toy_prompts(2), SETTINGS)
-    other = load_backend("toy")
-    with torch.no_grad():
-        next(other.unet.parameters()).add_(1.0)
-    with pytest.raises(DatasetError, match="model_sha256"):
-        DatasetWriter(tmp_path, other, TOY, prompt_sets.toy_prompts(2), SETTINGS)
+def test_folder_made_by_another_model_is_refused(tmp_path, pipe):
+    DatasetWriter(tmp_path, pipe, TOY, toy_prompts(2), SETTINGS)
+    other = load_pipeline(TOY_DEFAULT.parent / "toy-t2i-stage3", scheduler=SCHEDULER)
+    with pytest.raises(DatasetError, match="'model'"):
+        DatasetWriter(tmp_path, other, TOY, toy_prompts(2), SETTINGS)
+    ddpm = load_pipeline(TOY_DEFAULT, scheduler="DDPMScheduler")
+    with pytest.raises(DatasetError, match="'scheduler'.*DDPMScheduler"):
+        DatasetWriter(tmp_path, ddpm, TOY, toy_prompts(2), SETTINGS)
+
+
+def test_the_same_model_by_another_path_is_accepted(tmp_path, pipe, monkeypatch):
+    """dataset.json's model_name is informational: the identity of the weights decides."""
+    DatasetWriter(tmp_path, pipe, TOY, toy_prompts(2), SETTINGS)
+    monkeypatch.chdir(TOY_DEFAULT.parents[1])
+    same = load_pipeline("models/toy-t2i", scheduler=SCHEDULER)
+    assert same.name_or_path != pipe.name_or_path
+    DatasetWriter(tmp_path, same, TOY, toy_prompts(2), SETTINGS)
+    assert json.loads((tmp_path / "dataset.json").read_text())["scheduler"] == scheduler_identity(pipe.scheduler)
+
+
+def test_presets_and_the_command_line_settings():
+    from a2m_utils.make_dataset import parse, settings_from
+
+    toy, sd = PRESETS["toy"], PRESETS["sd"]
+    assert toy.model == str(TOY_DEFAULT) and toy.scheduler == SCHEDULER and toy.settings.vocab == "toy"
+    assert sd.scheduler == "DDPMScheduler" and sd.settings.num_steps == 100 and sd.settings.capture_steps == (50,)
+    a = parse(["--out", "x", "--steps", "3", "--capture", "1:3", "--scheduler", "DDPMScheduler"])
+    assert a.preset == "toy" and a.scheduler == "DDPMScheduler" and a.model is None
+    assert settings_from(a) == replace(toy.settings, num_steps=3, capture_steps=(1, 2))

@@ -77,28 +77,52 @@ def test_bad_input(tmp_path, toy):
         generate(toy, ["a", "b"], [1])
     with pytest.raises(ValueError, match="non-negative step indices"):
         generate(toy, ["a red circle"], [1], steps=-1, num_inference_steps=2)
-    with pytest.raises(TypeError, match="has no U-Net"):
-        with trace(object()):
-            pass
+    with pytest.raises(TypeError, match="has no U-Net"), trace(object()):
+        pass
     never = generate(toy, ["a red circle"], [1], steps=5, num_inference_steps=2)
     assert never.steps_used == []
     with pytest.raises(RuntimeError, match="no cross-attention was captured"):
         never.attention()
 
 
+def first_unet_inputs(pipe, prompts, seeds):
+    """The U-Net's input at the first step of ``generate`` (the seeded noise, scaled), per image."""
+    seen = []
+    handle = pipe.unet.register_forward_pre_hook(lambda m, args: seen.append(args[0].clone()) if not seen else None)
+    try:
+        t = generate(pipe, prompts, seeds, steps=1, num_inference_steps=3)
+    finally:
+        handle.remove()
+    return t, seen[0][len(prompts):]  # the conditional half of the guided batch
+
+
+def assert_same_up_to_rounding(images, other_images, maps, other_maps):
+    """Equal up to a flip of one grey level where batched CPU kernels round differently (~1e-6)."""
+    diff = np.abs(images.astype(int) - other_images)
+    assert diff.max() <= 1 and (diff > 0).mean() < 1e-3, (diff.max(), (diff > 0).sum())
+    np.testing.assert_allclose(maps, other_maps, atol=1e-5, rtol=0)
+
+
 def test_batches_do_not_change_results(toy):
-    """Each image's noise comes from its own generator: a seed gives the same image whatever its batch."""
+    """Each image's noise comes from its own generator: a seed gives the same image whatever its batch.
+    The starting noise is bit-identical; the outputs agree up to the float rounding of batched kernels
+    (on the CPU a U-Net's output for one image changes by ~1e-6 with the batch size and thread split)."""
     prompts, seeds = ["a red circle", "a blue star", "a green box"], [4, 5, 6]
-    whole = generate(toy, prompts, seeds, steps=1, num_inference_steps=3)
-    parts = [generate(toy, prompts[:2], seeds[:2], steps=1, num_inference_steps=3),
-             generate(toy, prompts[2:], seeds[2:], steps=1, num_inference_steps=3)]
-    assert np.array_equal(whole.images, np.concatenate([p.images for p in parts]))
-    np.testing.assert_allclose(whole.attention(), np.concatenate([p.attention() for p in parts]), atol=1e-6)
+    whole, noise = first_unet_inputs(toy, prompts, seeds)
+    first, noise_a = first_unet_inputs(toy, prompts[:2], seeds[:2])
+    last, noise_b = first_unet_inputs(toy, prompts[2:], seeds[2:])
+    flipped, noise_r = first_unet_inputs(toy, prompts[::-1], seeds[::-1])
+    assert torch.equal(noise, torch.cat([noise_a, noise_b])) and torch.equal(noise, noise_r.flip(0))
+    again = generate(toy, prompts[:2], seeds[:2], steps=1, num_inference_steps=3)
+    assert np.array_equal(again.images, first.images) and np.array_equal(again.attention(), first.attention())
+    assert_same_up_to_rounding(whole.images, np.concatenate([first.images, last.images]),
+                               whole.attention(), np.concatenate([first.attention(), last.attention()]))
+    assert_same_up_to_rounding(whole.images, flipped.images[::-1], whole.attention(), flipped.attention()[::-1])
     assert whole.resolutions == [(16, 16), (8, 8)]
     for res in whole.resolutions:
         assert whole.attention(res).shape == (3, 24, 32, 32)
-        np.testing.assert_allclose(whole.attention(res), np.concatenate([p.attention(res) for p in parts]),
-                                   atol=1e-6)
+        np.testing.assert_allclose(whole.attention(res), np.concatenate([first.attention(res), last.attention(res)]),
+                                   atol=1e-5, rtol=0)
 
 
 def test_generator_seeds_are_on_the_cpu(toy):

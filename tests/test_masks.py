@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 
 from a2m_utils import masks
+from a2m_utils.metrics import confusion_matrix, scores
 from a2m_utils.toy import world as toyworld
 from a2m_utils.toy.world import TOY
-from a2m_utils.metrics import confusion_matrix, scores
 
 
 def test_eq4_class_map_is_mean_over_its_tokens():

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from conftest import tiny_sd
 
-from a2m_utils.backends import load_backend
 from a2m_utils.nti import invert
+from a2m_utils.toy.pipeline import load_toy
 from a2m_utils.toy.world import make_sample
 
 # Few steps, few inner steps and a larger learning rate than the paper's 1e-2, to run in seconds.
@@ -12,7 +12,7 @@ FAST = {"num_steps": 4, "guidance_scale": 3.0, "inner_steps": 2, "lr": 0.1}
 
 @pytest.fixture(scope="module")
 def toy():
-    return load_backend("toy")
+    return load_toy()
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,7 @@ def test_stable_diffusion_end_to_end(sd):
 
 
 def test_image_of_the_wrong_size(toy):
-    with pytest.raises(ValueError, match=r"the model works at \(batch, 32, 32, 3\)"):
+    with pytest.raises(ValueError, match=r"expected uint8 images \(batch, 32, 32, 3\) for this pipeline"):
         invert(toy, np.zeros((1, 64, 64, 3), np.uint8), ["a red circle"], num_steps=2)
 
 

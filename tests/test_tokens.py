@@ -3,10 +3,9 @@ from conftest import clip_tokenizer
 from transformers import CLIPTokenizer, CLIPTokenizerFast
 
 from a2m_utils.classes import VOC
-from a2m_utils.toy.world import TOY
 from a2m_utils.tokens import NoClassInPromptError, class_positions, map_prompts, words
 from a2m_utils.toy.pipeline import build_tokenizer
-from a2m_utils.toy.world import COLOURS
+from a2m_utils.toy.world import COLOURS, TOY
 
 
 @pytest.fixture(scope="module", params=[CLIPTokenizer, CLIPTokenizerFast])

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from a2m_utils.toy import world as toyworld
-from a2m_utils.toy.world import TOY
 from a2m_utils.tokens import class_positions
+from a2m_utils.toy import world as toyworld
 from a2m_utils.toy.pipeline import MAX_TOKENS, build_tokenizer
+from a2m_utils.toy.world import TOY
 
 
 def test_deterministic():
