@@ -23,7 +23,8 @@ SD14_VAE_CONFIG = {"in_channels": 3, "out_channels": 3, "latent_channels": 4, "l
                    "block_out_channels": (128, 256, 512, 512), "down_block_types": ("DownEncoderBlock2D",) * 4,
                    "up_block_types": ("UpDecoderBlock2D",) * 4, "norm_num_groups": 32}
 SD14_TEXT_CONFIG = {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12}
-SD14_SCHEDULER_CONFIG = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", "steps_offset": 1}
+SD14_SCHEDULER_CONFIG = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", "steps_offset": 1,
+                         "clip_sample": False}
 
 # The same layout shrunk for tests (as diffusers' own pipeline tests do): 32x32 images, 16x16 latents.
 TINY_SD_UNET_CONFIG = dict(

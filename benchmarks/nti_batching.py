@@ -14,8 +14,8 @@ import time
 import numpy as np
 import torch
 
-from a2m_utils.backends import load_backend
 from a2m_utils.nti import invert
+from a2m_utils.toy import load_toy
 from a2m_utils.toy.world import make_sample
 
 
@@ -29,18 +29,18 @@ def main() -> None:
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
-    backend = load_backend("toy")
+    pipe = load_toy()
     samples = [make_sample(10**6 + i) for i in range(a.n)]
     kw = {"num_steps": a.num_steps, "guidance_scale": 3.0, "inner_steps": a.inner_steps}
-    invert(backend, samples[0].image[None], [samples[0].caption], **kw)  # untimed warm-up
+    invert(pipe, samples[0].image[None], [samples[0].caption], **kw)  # untimed warm-up
     t0 = time.perf_counter()
-    alone = [invert(backend, s.image[None], [s.caption], **kw)[0] for s in samples]
+    alone = [invert(pipe, s.image[None], [s.caption], **kw)[0] for s in samples]
     alone_s = (time.perf_counter() - t0) / a.n
     t0 = time.perf_counter()
     batched = []
     for i in range(0, a.n, a.batch_size):
         chunk = samples[i:i + a.batch_size]
-        batched += invert(backend, np.stack([s.image for s in chunk]), [s.caption for s in chunk], **kw)
+        batched += invert(pipe, np.stack([s.image for s in chunk]), [s.caption for s in chunk], **kw)
     batch_s = (time.perf_counter() - t0) / a.n
     gap = max(abs(x.nti_error - y.nti_error) for x, y in zip(alone, batched))
     print(f"toy world, {a.n} images, {a.num_steps} DDIM steps x {a.inner_steps} inner steps, "

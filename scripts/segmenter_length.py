@@ -15,11 +15,9 @@ from dataclasses import replace
 
 import torch
 
-from a2m_utils import prompts
+from a2m_utils.registry import PRESETS
 from a2m_utils.study import experiments
-from a2m_utils.backends import load_backend
-from a2m_utils.toy.world import TOY
-from a2m_utils.dataset import PRESETS
+from a2m_utils.toy.world import TOY, toy_prompts
 
 
 def main() -> None:
@@ -31,8 +29,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    model = load_backend("toy")
-    synthetic = experiments.arrays(experiments.cached_dataset(model, prompts.toy_prompts(a.n), PRESETS["toy"],
+    pipe = experiments.pipeline("toy")
+    synthetic = experiments.arrays(experiments.cached_dataset(pipe, toy_prompts(a.n), PRESETS["toy"].settings,
                                                               "toy-main"))
     train = {"real-supervised": ("supervised", experiments.rendered(a.n, experiments.REAL_SEED0)),
              "attn2mask": ("supervised", synthetic), "attn2mask+BECO": ("beco", synthetic)}

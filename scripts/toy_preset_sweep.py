@@ -17,17 +17,21 @@ import argparse
 import json
 import time
 
+import diffusers
+import numpy as np
 import torch
 
+import a2m_utils as a2m
 from a2m_utils import masks, segmentation
-from a2m_utils.toy import world as toyworld
-from a2m_utils.toy.probe import rendered_attention_by_beta
-from a2m_utils.backends import load_backend
-from a2m_utils.toy.world import TOY
+from a2m_utils.registry import PRESETS
 from a2m_utils.study.experiments import DEV_SEED0
-from a2m_utils.generate import generate_many
+from a2m_utils.toy import world as toyworld
 from a2m_utils.toy.oracle import check_generation, load_or_train_oracle
-from a2m_utils.pipeline import build_pseudo_mask
+from a2m_utils.toy.probe import rendered_attention_by_beta
+from a2m_utils.toy.world import TOY
+
+SAMPLERS = {"ddpm": "DDPMScheduler", "ddim": "DDIMScheduler"}  # the settings' short names; else a diffusers class name
+BATCH_SIZE = 16
 
 
 def main() -> None:
@@ -41,7 +45,8 @@ def main() -> None:
     p.add_argument("--model", help="toy model folder (default: the committed one)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    model, oracle = load_backend("toy", a.model), load_or_train_oracle()
+    model, oracle = a2m.load_pipeline(a.model or PRESETS["toy"].model, "cpu"), load_or_train_oracle()
+    schedule = model.scheduler.config  # the model's noise schedule, for every sampler
     samples = [toyworld.make_sample(a.seed0 + i, max_objects=2) for i in range(a.n)]
     scenes, prompts = [s.scene for s in samples], [s.caption for s in samples]
     rendered = list(range(a.seed0 + 10**8, a.seed0 + 10**8 + a.n_rendered))
@@ -50,14 +55,18 @@ def main() -> None:
     for setting in a.settings:
         sampler, steps, guidance = setting.split(":")
         t0 = time.time()
-        gen = generate_many(model, prompts, list(range(a.n)), batch_size=16, num_steps=int(steps),
-                            guidance_scale=float(guidance), capture_steps=None, sampler_name=sampler)
-        pseudo = [build_pseudo_mask(m, q, im, model.tokenizer, TOY, "argmax")
-                  for m, q, im in zip(gen.attention, prompts, gen.images)]
-        truth, seconds = segmentation.predict(oracle, gen.images), time.time() - t0
+        model.scheduler = getattr(diffusers, SAMPLERS.get(sampler, sampler)).from_config(schedule)
+        images, pseudo = [], []
+        for i in range(0, a.n, BATCH_SIZE):
+            t = a2m.generate(model, prompts[i:i + BATCH_SIZE], list(range(i, min(i + BATCH_SIZE, a.n))), steps=None,
+                             num_inference_steps=int(steps), guidance_scale=float(guidance))
+            images.append(t.images)
+            pseudo += t.pseudo_masks(TOY, "argmax")
+        images = np.concatenate(images)
+        truth, seconds = segmentation.predict(oracle, images), time.time() - t0
         for beta in a.betas:
-            labels = [masks.pseudo_mask(pm.maps, pm.class_ids, "dcrf", image=im, beta=beta)
-                      for pm, im in zip(pseudo, gen.images)]
+            labels = [masks.label_map(pm.maps, pm.class_ids, "dcrf", image=im, beta=beta)
+                      for pm, im in zip(pseudo, images)]
             got = check_generation(truth, labels, scenes)
             print(json.dumps({"model": a.model, "seed0": a.seed0, "sampler": sampler, "steps": int(steps),
                               "guidance": float(guidance), "beta": beta, "pseudomask_miou": round(got["miou"], 3),
