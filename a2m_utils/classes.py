@@ -90,3 +90,30 @@ CITYSCAPES = ClassVocab(
     synonyms={"vegetation": ("plant",), "terrain": ("sand",), "person": ("pedestrian",)},
 )
 CITYSCAPES_PROMPT_WORDS = {"terrain": "sand", "vegetation": "plant"}
+
+# Evaluation label spaces: what each validation set's ids mean, and the vocabularies that map onto it.
+LABEL_SPACES = {"voc": VOC, "cityscapes": CITYSCAPES, "fgbg": None}
+
+
+def to_eval_ids(vocab: ClassVocab, space: str) -> np.ndarray:
+    """A lookup table (256,) from a generated dataset's vocabulary ids to an evaluation set's ids.
+
+    - ``voc``: the 21 VOC ids (background 0), the identity for the VOC vocabulary;
+    - ``cityscapes``: the 19 train ids (id - 1). Every Cityscapes pixel has a class, so Eq. 5's
+      background means "no named class won here", not a class: it becomes 255 (ignored in
+      training), rather than being forced onto some class;
+    - ``fgbg``: ImageNet-S foreground/background, any class 1, background 0 (Table 3).
+    255 (ignore) stays 255. A vocabulary that is not the space's raises, naming both."""
+    if space not in LABEL_SPACES:
+        raise ValueError(f"unknown label space {space!r}; expected one of {sorted(LABEL_SPACES)}")
+    table = np.full(256, IGNORE_INDEX, np.uint8)
+    n = vocab.num_classes
+    if space == "fgbg":
+        table[:n] = np.arange(n) > 0
+        return table
+    if vocab.names != LABEL_SPACES[space].names:
+        raise ValueError(f"the dataset's vocabulary ({', '.join(vocab.names[1:4])}, ... {n} ids) is not the "
+                         f"{space} label space ({', '.join(LABEL_SPACES[space].names[1:4])}, ...): generate with "
+                         f"the {space} vocabulary or evaluate on a matching set")
+    table[:n] = np.arange(n) if space == "voc" else np.r_[IGNORE_INDEX, np.arange(n - 1)]
+    return table

@@ -156,3 +156,45 @@ def imagenet_s_fgbg(root: str | Path, split: str = "validation", size: Size = No
         raise FileNotFoundError(f"no {'/'.join(IMAGE_SUFFIXES)} images in {folder}")
     masks = _files(Path(root) / split / "masks", [f"{p.stem}.png" for p in images], "masks <name>.png")
     return SegFiles(images, masks, to_labels=fg_bg, size=size)
+
+
+# What each reader expects, split by split: (split, reader); the first split of each is required.
+LAYOUTS: dict[str, list[tuple[str, Callable[[Path], SegFiles]]]] = {
+    "voc": [("train", partial(VOCLayout, split="train")), ("val", partial(VOCLayout, split="val")),
+            ("train_aug", partial(VOCLayout, split="train_aug"))],
+    "cityscapes": [("train", partial(cityscapes, split="train")), ("val", partial(cityscapes, split="val"))],
+    "imagenet-s": [("validation", partial(imagenet_s_fgbg, split="validation"))],
+    "generated": [("train", partial(VOCLayout, split="train"))],
+}
+
+
+def check(kind: str, root: str | Path) -> list[str]:
+    """One line per split of a dataset folder: how many samples it has, or what is missing."""
+    if kind not in LAYOUTS:
+        raise ValueError(f"unknown dataset kind {kind!r}; expected one of {sorted(LAYOUTS)}")
+    lines = []
+    for k, (split, reader) in enumerate(LAYOUTS[kind]):
+        try:
+            lines.append(f"ok      {split}: {len(reader(Path(root)))} samples")
+        except (FileNotFoundError, ValueError) as err:
+            lines.append(f"{'MISSING' if k == 0 else 'absent '} {split}: {err}")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m a2m_utils.seg_data check voc|cityscapes|imagenet-s|generated PATH``: exit 1 if a
+    required split is unusable."""
+    import argparse
+
+    p = argparse.ArgumentParser(description="Check that a dataset folder has the layout the kit reads.")
+    p.add_argument("command", choices=["check"])
+    p.add_argument("kind", choices=sorted(LAYOUTS))
+    p.add_argument("root", type=Path)
+    a = p.parse_args(argv)
+    lines = check(a.kind, a.root)
+    print("\n".join(lines))
+    return 1 if lines[0].startswith("MISSING") else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

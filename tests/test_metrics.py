@@ -23,3 +23,15 @@ def test_absent_classes_do_not_count():
 def test_out_of_range_labels():
     with pytest.raises(ValueError, match=r"\[0, 3\)"):
         confusion_matrix(np.array([3]), np.array([0]), 3)
+
+
+def test_label_spaces_map_vocabulary_ids_and_refuse_a_mismatch():
+    from a2m_utils.classes import CITYSCAPES, VOC, to_eval_ids
+    from a2m_utils.toy.world import TOY
+
+    assert (to_eval_ids(VOC, "voc")[:21] == np.arange(21)).all() and to_eval_ids(VOC, "voc")[255] == 255
+    city = to_eval_ids(CITYSCAPES, "cityscapes")
+    assert city[0] == 255 and city[CITYSCAPES.index("road")] == 0 and city[CITYSCAPES.index("bicycle")] == 18
+    assert list(to_eval_ids(TOY, "fgbg")[:6]) == [0, 1, 1, 1, 1, 1]
+    with pytest.raises(ValueError, match="is not the voc label space"):
+        to_eval_ids(TOY, "voc")

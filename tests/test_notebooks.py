@@ -42,7 +42,7 @@ def test_every_profile_loads_and_names_known_parameters():
         common, notebooks = load_profile(path.stem)
         for name, params in notebooks.items():
             declared = set(pm.inspect_notebook(str(NOTEBOOKS / f"{name}.ipynb")))
-            assert (set(common) - {"out_dir_root"}) | set(params) <= declared, (path.name, name)
+            assert (set(common) - {"out_dir_root", "title"}) | set(params) <= declared, (path.name, name)
 
 
 @pytest.mark.slow
@@ -54,6 +54,16 @@ def test_notebook_runs_with_smoke_profile(name, tmp_path):
     assert EXPECTED_KEYS[name] <= set(metrics)
     assert (tmp_path / "_executed" / f"{name}.ipynb").is_file()
     assert list(Path(tmp_path / name).glob("*.png"))
+
+
+def test_every_profile_writes_to_its_own_results_folder_with_its_own_title():
+    roots, titles = {}, {}
+    for path in PROFILES.glob("*.yaml"):
+        common, _ = load_profile(path.stem)
+        roots[path.stem], titles[path.stem] = common["out_dir_root"], common["title"]
+    assert len(set(roots.values())) == len(roots), roots
+    assert roots["toy"] == "results" and all(r.startswith("results/") for p, r in roots.items() if p != "toy")
+    assert len(set(titles.values())) == len(titles) and "toy world" not in titles["sd-gpu"]
 
 
 @pytest.mark.slow

@@ -125,3 +125,14 @@ def test_rendered_toy_is_seeded():
     images, labels = rendered_toy([1, 2], domain="target", size=24)
     assert images.shape == (2, 24, 24, 3) and labels.shape == (2, 24, 24) and labels.max() > 0
     np.testing.assert_array_equal(images, rendered_toy([1, 2], domain="target", size=24)[0])
+
+
+def test_check_command_reports_each_split_and_fails_on_a_broken_required_one(voc, capsys):
+    from a2m_utils.seg_data import main
+
+    assert main(["check", "voc", str(voc)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("ok      train:") and any(line.startswith("ok      train_aug") for line in out)
+    next((voc / "JPEGImages").iterdir()).unlink()
+    assert main(["check", "voc", str(voc)]) == 1
+    assert capsys.readouterr().out.startswith("MISSING train: 1 of ")

@@ -33,13 +33,16 @@ PACKAGES = ("torch", "diffusers", "transformers", "peft", "segmentation-models-p
 
 
 def load_profile(profile: str | Path) -> tuple[dict, dict[str, dict]]:
-    """(common parameters, {notebook: parameters}) of a profile name or YAML path."""
+    """(common parameters, {notebook: parameters}) of a profile name or YAML path. The common ones
+    include ``out_dir_root`` (default ``results`` for the toy profile, ``results/<profile>`` for any
+    other, so that no profile overwrites another's results) and ``title`` (of its REPORT.md)."""
     path = Path(profile) if str(profile).endswith(".yaml") else PROFILES / f"{profile}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in PROFILES.glob("*.yaml"))
         raise FileNotFoundError(f"no profile {str(profile)!r}; known profiles: {known}")
     cfg = yaml.safe_load(path.read_text()) or {}
-    common = cfg.pop("_all", {}) or {}
+    common = {"out_dir_root": "results" if path.stem == "toy" else f"results/{path.stem}",
+              "title": cfg.pop("_title", f"attn2mask, profile {path.stem}"), **(cfg.pop("_all", {}) or {})}
     missing = [n for n in cfg if not (NOTEBOOKS / f"{n}.ipynb").is_file()]
     if missing:
         raise FileNotFoundError(f"profile {path.name} names notebooks that do not exist: {missing}")
@@ -50,8 +53,9 @@ def run_profile(profile: str | Path, only: list[str] | None = None, out_root: st
     """Execute the profile's notebooks in order; returns the run record (wall time: the sum of
     the notebooks')."""
     common, notebooks = load_profile(profile)
-    root = output_dir(out_root or common.pop("out_dir_root", "results"))
-    common.pop("out_dir_root", None)
+    root = output_dir(out_root or common["out_dir_root"])
+    title = common.pop("title")
+    common.pop("out_dir_root")
     if only:
         unknown = sorted(set(only) - set(notebooks))
         if unknown:
@@ -78,7 +82,7 @@ def run_profile(profile: str | Path, only: list[str] | None = None, out_root: st
     record["notebooks"] = dict(sorted(record["notebooks"].items()))
     record["wall_s"] = round(sum(r["wall_s"] for r in record["notebooks"].values()), 1)
     path.write_text(json.dumps(record, indent=1) + "\n")
-    build_report(root, Path(str(profile)).stem)
+    build_report(root, Path(str(profile)).stem, title)
     return record
 
 

@@ -58,7 +58,7 @@ def _section(root: Path, name: str, title: str, tables: tuple[str, ...], run: di
     if name == "02_mask_building":
         out += [md_table(["measure", "value"], _mask_quality_rows(metrics)), ""]
     for t in tables:
-        out += [f"**{t}, toy world (measured)**", "", (folder / f"{t}.md").read_text().strip(), "",
+        out += [f"**{t}, measured**", "", (folder / f"{t}.md").read_text().strip(), "",
                 f"**{t}, paper**", "", reference[t], ""]
     out += [f"- {c}" for c in metrics.get("conclusions", [])] + [""]
     out += [f"![{p.stem}]({name}/{p.name})" for p in sorted(folder.glob("*.png"))] + [""]
@@ -69,13 +69,13 @@ def _reruns(run: dict) -> str:
     return "".join(f"; rerun {r['started']}: {', '.join(r['notebooks'])}" for r in run.get("reruns", []))
 
 
-def build(root: str | Path, profile: str = "toy") -> Path:
-    """Write ``root/REPORT.md`` from the notebooks' outputs under ``root``."""
+def build(root: str | Path, profile: str = "toy", title: str = "attn2mask in the toy world") -> Path:
+    """Write ``root/REPORT.md``, headed ``title``, from the notebooks' outputs under ``root``."""
     root = Path(root)
     record = root / f"run_{profile}.json"
     run = json.loads(record.read_text()) if record.exists() else {}
-    lines = ["# attn2mask in the toy world: the paper's tables, reproduced", "",
-             (f"Made by `bash scripts/reproduce.sh {profile}` (`python -m a2m_utils.runner --profile {profile}`), "
+    lines = [f"# {title}: the paper's tables, reproduced", "",
+             (f"Made by `bash scripts/reproduce.sh {profile}` (`python -m a2m_utils.study.runner --profile {profile}`), "
               f"started {run.get('started', '?')}, wall time {run.get('wall_s', float('nan')) / 60:.1f} min "
               f"(the notebooks' sum) on {run.get('cpus', '?')} CPU cores{_reruns(run)}; notebooks in this run: "
               f"{', '.join(run.get('notebooks', {})) or 'none recorded'} (a notebook not run has no section); "
