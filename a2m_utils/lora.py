@@ -30,7 +30,7 @@ from diffusers.utils import convert_state_dict_to_diffusers
 from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
 from tqdm.auto import tqdm
 
-from .atomic import save_torch
+from . import checkpoint
 from .latents import embed, to_latents
 
 UNET_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
@@ -119,7 +119,9 @@ def train_lora(
     opt = torch.optim.AdamW(params.values(), lr=lr, weight_decay=1e-2)
     ckpt = Path(run_dir) / "checkpoint.pt"
     ckpt.parent.mkdir(parents=True, exist_ok=True)
-    step, losses = _resume(ckpt, config, params, opt) if ckpt.exists() else (0, [])
+    parts = {"lora": checkpoint.Tensors(params), "opt": opt}
+    state = checkpoint.load(ckpt, parts, config) or {"step": 0, "losses": []}
+    step, losses = state["step"], state["losses"]
     bar = tqdm(total=steps, initial=step, desc="LoRA")
     while step < steps:
         x, prompts = _batch(images, instance_prompt, seed, step, batch_size, p_uncond)
@@ -133,23 +135,9 @@ def train_lora(
         bar.update(1)
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
         if step % ckpt_every == 0 or step == steps:
-            save_torch({"config": config, "step": step, "losses": losses, "opt": opt.state_dict(),
-                          "lora": {k: p.detach().clone() for k, p in params.items()}}, ckpt)
+            checkpoint.save(ckpt, parts, config, step=step, losses=losses)
     bar.close()
     return losses
-
-
-def _resume(ckpt: Path, config: dict, params: dict[str, torch.nn.Parameter],
-            opt: torch.optim.Optimizer) -> tuple[int, list[float]]:
-    state = torch.load(ckpt, weights_only=True)
-    differ = sorted(k for k in config if state["config"].get(k) != config[k])
-    if differ:
-        raise ValueError(f"{ckpt} was made with other settings or data: {differ} differ")
-    with torch.no_grad():
-        for name, p in params.items():
-            p.copy_(state["lora"][name])
-    opt.load_state_dict(state["opt"])
-    return state["step"], state["losses"]
 
 
 def save_lora(pipe, folder: str | Path) -> None:

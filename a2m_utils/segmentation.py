@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .atomic import save_torch
+from . import checkpoint
 from .classes import IGNORE_INDEX
 from .images import to_tensor
 from .metrics import confusion_matrix, scores
@@ -73,24 +73,6 @@ def augment(images: np.ndarray, labels: np.ndarray, rng: np.random.Generator, ex
     return np.stack(out_i), np.stack(out_l), (np.stack(out_e) if extra is not None else None)
 
 
-def save_checkpoint(path: Path, parts: dict, **state) -> None:
-    """Atomically save the state dicts of ``parts`` (models, optimiser, scheduler) with ``state``."""
-    save_torch({**{k: v.state_dict() for k, v in parts.items()}, **state}, path)
-
-
-def resume(path: Path | None, parts: dict, config: dict) -> tuple[int, list]:
-    """Load the checkpoint at ``path`` into ``parts``: (its step, its history), or (0, []) when there is
-    none. A checkpoint made with another ``config`` raises ValueError."""
-    if path is None or not Path(path).exists():
-        return 0, []
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if state["config"] != config:
-        raise ValueError(f"{path} was made with {state['config']}, not {config}; use another checkpoint path")
-    for k, v in parts.items():
-        v.load_state_dict(state[k])
-    return state["step"], state["history"]
-
-
 def device_of(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
@@ -99,14 +81,15 @@ def run_steps(train_step: Callable[[int], float | dict], steps: int, parts: dict
               ckpt: Path | None, ckpt_every: int, stop_after: int | None, desc: str) -> list:
     """Run ``train_step`` from the checkpointed step (or 0) to ``steps``, or pause after step ``stop_after``;
     checkpoint every ``ckpt_every`` steps and at the end. Returns the history of ``train_step`` results."""
-    start, history = resume(ckpt, parts, config)
+    state = checkpoint.load(ckpt, parts, config) or {"step": 0, "history": []}
+    start, history = state["step"], state["history"]
     last = min(steps, stop_after or steps)
     bar = tqdm(range(start, last), desc=desc, initial=start, total=steps)
     for step in bar:
         history.append(result := train_step(step))
         bar.set_postfix(loss=f"{result['total'] if isinstance(result, dict) else result:.4f}")
         if ckpt is not None and ((step + 1) % ckpt_every == 0 or step + 1 == last):
-            save_checkpoint(ckpt, parts, config=config, step=step + 1, history=history)
+            checkpoint.save(ckpt, parts, config, step=step + 1, history=history)
     return history
 
 

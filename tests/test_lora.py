@@ -168,8 +168,10 @@ def test_a_trained_lora_loads_with_diffusers_and_draws_the_same_images(kind, tmp
         p.scheduler = DDIMScheduler.from_config(p.scheduler.config)
     want = generate(pipe, prompts, seeds, steps=1, num_inference_steps=3, guidance_scale=3.0)
     got = generate(fresh, prompts, seeds, steps=1, num_inference_steps=3, guidance_scale=3.0)
-    np.testing.assert_array_equal(got.images, want.images)
-    np.testing.assert_array_equal(got.attention(), want.attention())
+    # the same weights through diffusers' loader: equal up to float rounding (one grey level, rarely)
+    diff = np.abs(got.images.astype(int) - want.images.astype(int))
+    assert diff.max() <= 1 and (diff > 0).mean() < 1e-3
+    np.testing.assert_allclose(got.attention(), want.attention(), rtol=0, atol=1e-5)
     plain = build()
     plain.scheduler = DDIMScheduler.from_config(plain.scheduler.config)
     base = generate(plain, prompts, seeds, steps=1, num_inference_steps=3, guidance_scale=3.0)
@@ -206,7 +208,7 @@ def test_resume_after_an_interruption_equals_an_uninterrupted_run(tmp_path):
     mine = lora_parameters(resumed)
     assert all(torch.equal(p, mine[k]) for k, p in lora_parameters(straight).items())
     assert not list((tmp_path / "b").glob("*.tmp"))
-    with pytest.raises(ValueError, match=r"\['images'\] differ"):
+    with pytest.raises(ValueError, match=r"\(images differ\)"):
         train_lora(resumed, images[:2], INSTANCE_PROMPT, tmp_path / "b",
                    **settings)
 

@@ -30,7 +30,7 @@ from diffusers.optimization import get_cosine_schedule_with_warmup
 from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
-from ..atomic import save_torch
+from .. import checkpoint
 from ..images import to_tensor
 from ..latents import embed
 from . import world as toyworld
@@ -94,14 +94,13 @@ class Trainer:
             self._resume()
         self._check_out()
 
+    @property
+    def parts(self) -> dict:
+        return {"unet": self.model.unet, "text_encoder": self.model.text_encoder, "opt": self.opt,
+                "sched": self.sched, "ema": self.ema}
+
     def _resume(self) -> None:
-        state = torch.load(self.ckpt, weights_only=False, map_location="cpu")
-        if state["config"] != self.config:
-            raise ValueError(f"{self.ckpt} was made with {state['config']}, not {self.config}")
-        self._load_weights(state)
-        self.opt.load_state_dict(state["opt"])
-        self.sched.load_state_dict(state["sched"])
-        self.ema.load_state_dict(state["ema"])
+        state = checkpoint.load(self.ckpt, self.parts, self.config)
         self.ema.to(self.device)
         self.step, self.best, self.wall_s = state["step"], state["best"], state.get("wall_s", 0.0)
         if self.log.exists():  # drop records written after the checkpoint, so none is duplicated
@@ -139,11 +138,7 @@ class Trainer:
                 "text_layers": self.text_layers, "text_window": self.text_window, "colour_p": self.colour_p}
 
     def checkpoint(self) -> None:
-        save_torch({
-            "config": self.config, "step": self.step, "best": self.best, "wall_s": self.wall_s,
-            "unet": self.model.unet.state_dict(), "text_encoder": self.model.text_encoder.state_dict(),
-            "opt": self.opt.state_dict(), "sched": self.sched.state_dict(), "ema": self.ema.state_dict(),
-        }, self.ckpt)
+        checkpoint.save(self.ckpt, self.parts, self.config, step=self.step, best=self.best, wall_s=self.wall_s)
 
     def batches(self, stop: int, workers: int) -> torch.utils.data.DataLoader:
         """The batches of the steps from the current one to ``stop``, rendered by ``workers``
