@@ -16,7 +16,8 @@ Samples are generated in fixed batches (batch k holds indices [k*B, (k+1)*B)); a
 takes whole batches, so results do not depend on the number of shards. Every file is
 written atomically and a sample's ``meta`` file last: a sample is complete when its meta
 file exists and its hashes match. A rerun skips complete batches, redoes partial ones and
-refuses a folder made with other settings or holding a corrupt file.
+refuses a folder made with other settings or holding corrupt files (all of them listed;
+``repair`` regenerates them).
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ import hashlib
 import io
 import json
 import zipfile
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -49,6 +51,22 @@ FOLDERS = {"image": ("JPEGImages", ".jpg"), "label": ("SegmentationClass", ".png
 
 class DatasetError(RuntimeError):
     """A dataset folder that cannot be resumed or merged as asked."""
+
+
+class OtherSettingsError(DatasetError):
+    """A folder holding a dataset made with other settings, prompts, model or scheduler."""
+
+
+class CorruptDatasetError(DatasetError):
+    """Files of complete samples that are missing or differ from the hashes in their meta files;
+    ``files`` lists every one."""
+
+    def __init__(self, root: Path, files: Sequence[Path], fix: str) -> None:
+        self.root, self.files, self.fix = Path(root), list(files), fix
+        listing = "".join(f"\n  {f}" for f in self.files)
+        super().__init__(f"{len(self.files)} file{'s' if len(self.files) != 1 else ''} of {root} "
+                         f"{'are' if len(self.files) != 1 else 'is'} missing or corrupt (hash differs from "
+                         f"its meta file):{listing}\n{fix}")
 
 
 @dataclass(frozen=True)
@@ -110,6 +128,61 @@ def _path(root: Path, kind: str, sid: str) -> Path:
     return root / folder / f"{sid}{ext}"
 
 
+def usable_prompts(prompts: Sequence[Prompt], tokenizer, vocab: ClassVocab, attributes: Collection[str] = (),
+                   skip_unknown: bool = False) -> tuple[list[Prompt], list[tuple[Prompt, NoClassInPromptError]]]:
+    """The prompts whose classes the tokenizer keeps, and the others with their error: a prompt
+    naming no class (or not its expected ones), or whose class word the tokenizer does not know
+    or cuts off (``ClassWordLostError``). Raises the first error unless ``skip_unknown``."""
+    kept, skipped = [], []
+    for p in prompts:
+        try:
+            class_positions(p.text, tokenizer, vocab, expected=p.classes, attributes=attributes)
+            kept.append(p)
+        except NoClassInPromptError as err:
+            if not skip_unknown:
+                raise
+            skipped.append((p, err))
+    return kept, skipped
+
+
+def fingerprint(settings: Settings, prompts: Sequence[Prompt], model: str | None = None,
+                scheduler: dict | None = None) -> dict:
+    """What ``dataset.json`` stores about a dataset (as stored: tuples become lists); without
+    ``model`` and ``scheduler`` the part that can be checked before a pipeline is loaded."""
+    digest = hashlib.sha256(json.dumps([asdict(p) for p in prompts]).encode()).hexdigest()
+    info = {"settings": settings.to_json(), "prompts_sha256": digest, "num_samples": len(prompts)}
+    if model is not None:
+        info = {"settings": info["settings"], "model": model, "scheduler": scheduler, **info}
+    return json.loads(json.dumps(info))
+
+
+def settings_differ(root: str | Path, info: dict) -> dict:
+    """The entries of ``info`` that ``root/dataset.json`` stores otherwise: name -> (stored, given);
+    empty when the folder holds no dataset. The model's name is informational: not compared."""
+    path = Path(root) / "dataset.json"
+    if not path.exists():
+        return {}
+    try:
+        old = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DatasetError(f"{path} is unreadable ({e}); choose another output folder") from e
+    return {k: (old.get(k), v) for k, v in info.items() if old.get(k) != v}
+
+
+def other_settings_message(root: Path, diff: dict) -> str:
+    def brief(key, old, new):
+        if key == "prompts_sha256":
+            return "other prompts"
+        if key == "model":
+            return "another model (other weights or configuration)"
+        if isinstance(old, dict) and isinstance(new, dict):
+            keys = [k for k in {**old, **new} if old.get(k) != new.get(k)]
+            return "; ".join(f"{key}.{k}: stored {old.get(k)!r}, requested {new.get(k)!r}" for k in keys)
+        return f"{key}: stored {old!r}, requested {new!r}"
+    return (f"{root} holds a dataset made with other settings or prompts ("
+            + "; ".join(brief(k, *v) for k, v in diff.items()) + "); choose another output folder")
+
+
 class DatasetWriter:
     """Generates and writes the samples of ``prompts`` under ``root`` (see the module docstring)."""
 
@@ -118,40 +191,25 @@ class DatasetWriter:
         self.root, self.pipe, self.vocab, self.settings = Path(root), pipe, vocab, settings
         self.repair, self.model = repair, model_identity(pipe)
         self.model_name = str(getattr(pipe, "name_or_path", "") or type(pipe).__name__)
-        self.prompts, self.skipped = self._usable(prompts, skip_unknown)
+        kept, skipped = usable_prompts(prompts, pipe.tokenizer, vocab, settings.attributes, skip_unknown)
+        self.prompts, self.skipped = kept, [p for p, _ in skipped]
+        self.skip_reasons = Counter(err.reason for _, err in skipped)  # why prompts were skipped -> how many
+        if not self.prompts:
+            why = "".join(f", {n} {r}" for r, n in self.skip_reasons.items())
+            raise DatasetError(f"no prompt to generate: {len(prompts)} given{why}; a dataset needs at least one")
         self._claim()
-
-    def _usable(self, prompts: Sequence[Prompt], skip_unknown: bool) -> tuple[list[Prompt], list[Prompt]]:
-        """Prompts whose classes the tokenizer finds; the others raise, or are skipped and counted."""
-        kept, skipped = [], []
-        for p in prompts:
-            try:
-                class_positions(p.text, self.pipe.tokenizer, self.vocab, expected=p.classes,
-                                attributes=self.settings.attributes)
-                kept.append(p)
-            except NoClassInPromptError:
-                if not skip_unknown:
-                    raise
-                skipped.append(p)
-        return kept, skipped
 
     @property
     def fingerprint(self) -> dict:
-        digest = hashlib.sha256(json.dumps([asdict(p) for p in self.prompts]).encode()).hexdigest()
-        info = {"settings": self.settings.to_json(), "model": self.model,
-                "scheduler": scheduler_identity(self.pipe.scheduler), "prompts_sha256": digest,
-                "num_samples": len(self.prompts)}
-        return json.loads(json.dumps(info))  # as stored (tuples become lists)
+        return fingerprint(self.settings, self.prompts, self.model, scheduler_identity(self.pipe.scheduler))
 
     def _claim(self) -> None:
         """Create ``dataset.json``, or check that the folder's one matches these settings."""
         info = self.root / "dataset.json"
         if info.exists():
-            old = json.loads(info.read_text())
-            diff = {k: (old.get(k), v) for k, v in self.fingerprint.items() if old.get(k) != v}  # not the name
+            diff = settings_differ(self.root, self.fingerprint)
             if diff:
-                raise DatasetError(f"{self.root} holds a dataset made with other settings or prompts "
-                                   f"(stored, requested): {diff}; choose another output folder")
+                raise OtherSettingsError(other_settings_message(self.root, diff))
         else:
             write_bytes(info, json.dumps(self.fingerprint | {"model_name": self.model_name}, indent=1).encode())
 
@@ -167,14 +225,23 @@ class DatasetWriter:
         return check_sample(self.root, sample_id(index), repair=self.repair)
 
     def run(self, shard: int = 0, num_shards: int = 1, progress: bool = True) -> int:
-        """Write this shard's missing samples; returns how many were generated."""
-        todo = [b for b in self.batches(shard, num_shards) if not all(self.complete(i) for i in b)]
+        """Write this shard's missing samples; returns how many were generated. Corrupt files of
+        the shard's samples raise ``CorruptDatasetError`` listing them all, unless ``repair``."""
+        batches = self.batches(shard, num_shards)
+        bad = {i: bad_files(self.root, sample_id(i)) for b in batches for i in b}
+        corrupt = [f for files in bad.values() if files for f in files]
+        if corrupt and not self.repair:
+            raise CorruptDatasetError(self.root, corrupt, "rerun with --repair (DatasetWriter(..., repair=True)) "
+                                                          "to regenerate those samples")
+        todo = [b for b in batches if not all(bad[i] == [] for i in b)]
         bar = tqdm(total=sum(map(len, todo)), desc=f"dataset shard {shard}/{num_shards}", unit="img",
                    disable=not progress)
-        for indices in todo:
-            self.write_batch(indices)
-            bar.update(len(indices))
-        bar.close()
+        try:
+            for indices in todo:
+                self.write_batch(indices)
+                bar.update(len(indices))
+        finally:
+            bar.close()  # an interrupted run's next message starts on a line of its own
         return sum(map(len, todo))
 
     def write_batch(self, indices: range) -> None:
@@ -215,38 +282,72 @@ class DatasetWriter:
         write_bytes(self.root / "meta" / f"{sid}.json", json.dumps(meta).encode())
 
 
+def bad_files(root: Path, sid: str) -> list[Path] | None:
+    """None when the sample has no meta file (not written yet), else its files that are missing
+    or differ from their hashes (the meta file itself when it is unreadable): [] when complete."""
+    meta_path = Path(root) / "meta" / f"{sid}.json"
+    if not meta_path.exists():
+        return None
+    try:
+        hashes = json.loads(meta_path.read_text())["sha256"]
+        assert isinstance(hashes, dict) and set(hashes) <= set(FOLDERS)
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AssertionError):
+        return [meta_path]
+    return [path for kind, digest in hashes.items()
+            if not (path := _path(Path(root), kind, sid)).exists()
+            or hashlib.sha256(path.read_bytes()).hexdigest() != digest]
+
+
 def check_sample(root: Path, sid: str, repair: bool = False) -> bool:
     """Is the sample complete? A present meta file whose files are missing or differ from their
     hashes is corruption: an error, or (``repair``) an incomplete sample to redo."""
-    meta_path = root / "meta" / f"{sid}.json"
-    if not meta_path.exists():
-        return False
-    try:
-        hashes = json.loads(meta_path.read_text())["sha256"]
-    except (json.JSONDecodeError, KeyError) as e:
-        if repair:
-            return False
-        raise DatasetError(f"{meta_path} is unreadable; rerun with repair to regenerate the sample") from e
-    for kind, digest in hashes.items():
-        path = _path(root, kind, sid)
-        if not path.exists() or hashlib.sha256(path.read_bytes()).hexdigest() != digest:
-            if repair:
-                return False
-            raise DatasetError(f"{path} is missing or corrupt (its hash differs from {meta_path.name}); "
-                               "rerun with repair to regenerate the sample")
-    return True
+    bad = bad_files(root, sid)
+    if bad and not repair:
+        raise CorruptDatasetError(root, bad, "rerun with --repair (repair=True) to regenerate the sample")
+    return bad == []
 
 
 def merge(root: str | Path, shards: Sequence[str | Path] = ()) -> int:
     """Bring the samples of shard folders (made on other machines) into ``root``, check that every
     sample is complete and made with the same settings, and write the image list and the
-    manifest. Returns the number of samples."""
-    root = Path(root)
-    info = json.loads((root / "dataset.json").read_text())
-    for shard in map(Path, shards):
-        other = json.loads((shard / "dataset.json").read_text())
-        if other != info:
-            raise DatasetError(f"{shard} was made with other settings or prompts than {root}")
+    manifest. ``root`` may be a new folder: it takes the shards' ``dataset.json``. Returns the
+    number of samples. Corrupt files are all listed (``CorruptDatasetError``) before anything is copied."""
+    root, shards = Path(root), [Path(s) for s in shards]
+
+    def info_of(folder: Path, role: str) -> tuple[bytes, dict]:
+        path = folder / "dataset.json"
+        if not folder.is_dir():
+            raise DatasetError(f"the {role} folder {folder} does not exist" if not folder.exists()
+                               else f"the {role} {folder} is a file, not a dataset folder")
+        if not path.is_file():
+            raise DatasetError(f"the {role} folder {folder} holds no dataset (no dataset.json); "
+                               "give the folders that make_dataset --shard i/n wrote")
+        try:
+            raw = path.read_bytes()
+            return raw, json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise DatasetError(f"{path} is unreadable ({e})") from e
+
+    def comparable(info: dict) -> dict:
+        return {k: v for k, v in info.items() if k != "model_name"}  # the name is informational
+
+    found = [info_of(s, "shard") for s in shards]
+    if (root / "dataset.json").exists() or not found:
+        own, info = info_of(root, "output")
+    else:
+        own, info = found[0]
+    for shard, (_, other) in zip(shards, found):
+        if comparable(other) != comparable(info):
+            diff = {k: (info.get(k), v) for k, v in comparable(other).items() if info.get(k) != v}
+            raise DatasetError(f"{shard} was made with other settings or prompts than {root} "
+                               f"({', '.join(diff) or 'entries missing'} differ); merge only the shards of one run")
+    corrupt = [f for folder in [root, *shards] if (folder / "meta").is_dir()
+               for meta in sorted((folder / "meta").glob("*.json")) for f in bad_files(folder, meta.stem) or []]
+    if corrupt:
+        raise CorruptDatasetError(root, corrupt, "rerun the command that wrote them with --repair, then merge again")
+    if not (root / "dataset.json").exists():
+        write_bytes(root / "dataset.json", own)
+    for shard in shards:
         for meta in sorted((shard / "meta").glob("*.json")):
             sid = meta.stem
             if check_sample(shard, sid) and not (root / "meta" / meta.name).exists():

@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from a2m_utils.dataset import (
+    CorruptDatasetError,
     DatasetError,
     DatasetWriter,
     Settings,
@@ -25,7 +26,7 @@ from a2m_utils.prompts import Prompt
 from a2m_utils.registry import PRESETS, load_pipeline
 from a2m_utils.seg_data import VOCLayout
 from a2m_utils.study import experiments
-from a2m_utils.tokens import NoClassInPromptError
+from a2m_utils.tokens import ClassWordLostError, NoClassInPromptError
 from a2m_utils.toy.pipeline import TOY_DEFAULT, load_toy
 from a2m_utils.toy.world import TOY, toy_prompts
 
@@ -117,6 +118,23 @@ def test_prompt_naming_no_class(tmp_path, pipe):
     assert [p.text for p in writer.skipped] == ["a red hexagon"] and len(writer.prompts) == 2
 
 
+def test_class_words_lost_to_the_tokenizer_are_an_error_or_counted(tmp_path, pipe):
+    long = Prompt("a photo of " + ", ".join(["a red circle"] * 10), ("circle",), 7)
+    lost = [Prompt("two circles", ("circle",), 5), long, Prompt("a red hexagon", ("circle",), 6)]
+    with pytest.raises(ClassWordLostError, match="'two circles': the tokenizer does not know the class word 'circles'"):
+        DatasetWriter(tmp_path / "x", pipe, TOY, [*toy_prompts(2), *lost], SETTINGS)
+    assert not (tmp_path / "x").exists()
+    writer = DatasetWriter(tmp_path / "y", pipe, TOY, [*toy_prompts(2), *lost], SETTINGS, skip_unknown=True)
+    assert writer.skipped == lost and len(writer.prompts) == 2
+    assert writer.skip_reasons == {"with a class word the tokenizer does not know": 1, "naming no class": 1,
+                                   "with a class word past the token limit": 1}
+    with pytest.raises(DatasetError, match="no prompt to generate: 3 given, 1 with a class word the tokenizer"):
+        DatasetWriter(tmp_path / "z", pipe, TOY, lost, SETTINGS, skip_unknown=True)
+    with pytest.raises(DatasetError, match="no prompt to generate: 0 given"):
+        DatasetWriter(tmp_path / "z", pipe, TOY, [], SETTINGS)
+    assert not (tmp_path / "z").exists()  # nothing claimed
+
+
 def test_folder_made_with_other_settings_is_refused(tmp_path, pipe):
     DatasetWriter(tmp_path, pipe, TOY, toy_prompts(2), SETTINGS)
     with pytest.raises(DatasetError, match="other settings"):
@@ -129,11 +147,14 @@ def test_corrupt_file_found_on_resume(tmp_path, pipe, reference):
     shutil.copytree(reference, tmp_path, dirs_exist_ok=True)
     image = tmp_path / "JPEGImages" / f"{sample_id(3)}.jpg"
     image.write_bytes(image.read_bytes()[:100])
+    label = tmp_path / "SegmentationClass" / f"{sample_id(0)}.png"
+    label.unlink()
     writer = DatasetWriter(tmp_path, pipe, TOY, toy_prompts(6), SETTINGS)
-    with pytest.raises(DatasetError, match=f"{sample_id(3)}.jpg is missing or corrupt"):
+    with pytest.raises(CorruptDatasetError, match="2 files of .* are missing or corrupt") as err:
         writer.run(progress=False)
+    assert err.value.files == [label, image] and "repair" in str(err.value).splitlines()[-1]
     repaired = DatasetWriter(tmp_path, pipe, TOY, toy_prompts(6), SETTINGS, repair=True)
-    assert repaired.run(progress=False) == 2  # the batch holding sample 3
+    assert repaired.run(progress=False) == 4  # the batches holding samples 0 and 3
     assert tree(tmp_path) == tree(reference)
 
 
@@ -151,11 +172,14 @@ def test_missing_and_unreadable_checkpoints(tmp_path):
         load_pipeline(tmp_path / "no-sd")
 
 
-def test_shard_spec_is_checked():
+def test_shard_spec_is_checked(tmp_path):
     from a2m_utils.make_dataset import main
 
-    with pytest.raises(SystemExit, match="i/n"):
-        main(["--out", "unused", "--shard", "2of4", "--n", "1"])
+    for shard in ("2of4", "4/4", "-1/2"):
+        with pytest.raises(SystemExit, match="i/n|0 <= i < n") as err:
+            main(["--out", str(tmp_path / "unused"), f"--shard={shard}", "--n", "1"])
+        assert err.value.code == 2
+    assert not (tmp_path / "unused").exists()
 
 
 def test_post_processing_redone_from_stored_maps(reference, pipe, tmp_path):
@@ -181,10 +205,10 @@ def test_pseudo_mask_scores_skip_ignored_pixels():
 def test_folder_made_by_another_model_is_refused(tmp_path, pipe):
     DatasetWriter(tmp_path, pipe, TOY, toy_prompts(2), SETTINGS)
     other = load_pipeline(TOY_DEFAULT.parent / "toy-t2i-stage3", scheduler=SCHEDULER)
-    with pytest.raises(DatasetError, match="'model'"):
+    with pytest.raises(DatasetError, match="another model"):
         DatasetWriter(tmp_path, other, TOY, toy_prompts(2), SETTINGS)
     ddpm = load_pipeline(TOY_DEFAULT, scheduler="DDPMScheduler")
-    with pytest.raises(DatasetError, match="'scheduler'.*DDPMScheduler"):
+    with pytest.raises(DatasetError, match="scheduler.class: stored 'DDIMScheduler', requested 'DDPMScheduler'"):
         DatasetWriter(tmp_path, ddpm, TOY, toy_prompts(2), SETTINGS)
 
 

@@ -3,7 +3,7 @@ from conftest import clip_tokenizer
 from transformers import CLIPTokenizer, CLIPTokenizerFast
 
 from a2m_utils.classes import VOC
-from a2m_utils.tokens import NoClassInPromptError, class_positions, map_prompts, words
+from a2m_utils.tokens import ClassWordLostError, NoClassInPromptError, class_positions, map_prompts, word_forms, words
 from a2m_utils.toy.pipeline import build_tokenizer
 from a2m_utils.toy.world import COLOURS, TOY
 
@@ -62,8 +62,49 @@ def test_prompt_naming_no_class_is_an_error_or_skipped():
         map_prompts(["a photo of a background"], tok, TOY)
 
 
-def test_positions_past_the_length_limit_are_dropped():
+def test_a_class_word_past_the_length_limit_is_an_error_or_skipped():
     tok = build_tokenizer()
     long = "a photo of " + ", ".join(["a red circle"] * 10)
-    pos = class_positions(long, tok, TOY)["circle"]
-    assert pos and max(pos) < tok.model_max_length - 1
+    with pytest.raises(ClassWordLostError, match=r"prompt 'a photo of a red circle.*the class word 'circle' past the "
+                                                 r"text encoder's limit of 24 tokens is cut off") as err:
+        class_positions(long, tok, TOY)
+    assert err.value.words[0] == "circle" and err.value.reason == "with a class word past the token limit"
+    out, skipped = map_prompts([long, "a blue box"], tok, TOY, skip_unknown=True)
+    assert out == [None, {"square": [3]}] and skipped == [long]
+    # words past the limit that name no class do not matter
+    tail = "a red circle with a background" + " and a background" * 8
+    assert len(tok(tail).input_ids) > tok.model_max_length
+    assert class_positions(tail, tok, TOY) == {"circle": [3]}
+
+
+@pytest.mark.parametrize("prompt, word", [("two circles", "circles"), ("a red circles and a blue square", "circles"),
+                                          ("a red box and two boxes", "boxes")])
+def test_a_class_word_the_tokenizer_does_not_know_is_an_error(prompt, word):
+    """The toy word-level tokenizer was not trained with plurals: "circles" is [UNK], and its map would be the
+    unknown token's. The whole prompt is refused (or skipped), never labelled from [UNK]."""
+    tok = build_tokenizer()
+    assert tok.unk_token_id in tok(prompt).input_ids
+    with pytest.raises(ClassWordLostError, match=f"prompt '{prompt}': the tokenizer does not know the class word "
+                                                 f"'{word}' \\(it becomes \\[UNK\\]") as err:
+        class_positions(prompt, tok, TOY)
+    assert isinstance(err.value, NoClassInPromptError) and err.value.prompt == prompt
+    assert err.value.reason == "with a class word the tokenizer does not know"
+    assert map_prompts([prompt], tok, TOY, skip_unknown=True) == ([None], [prompt])
+    # unknown words that name no class do not matter ("two")
+    assert class_positions("two red circle", tok, TOY) == {"circle": [3]}
+
+
+def test_plurals_the_tokenizer_knows_count_with_both_tokenizers(clip):
+    tok = build_tokenizer(["two", "red", "circles", "boxes", "discs", "and", "a"])
+    assert class_positions("two red circles and two boxes", tok, TOY) == {"circle": [3], "square": [6]}
+    assert class_positions("two discs", tok, TOY) == {"circle": [2]}
+    ids = clip("a photo of two dogs").input_ids  # BPE: "dogs" -> known sub-tokens
+    pos = class_positions("a photo of two dogs", clip, VOC)
+    assert list(pos) == ["dog"] and len(pos["dog"]) > 1 and pos["dog"][-1] == len(ids) - 2
+    assert clip.unk_token_id not in [ids[i] for i in pos["dog"]]
+    assert class_positions("two puppies and a cat", clip, VOC)["dog"]
+
+
+def test_word_forms():
+    assert {"puppies", "puppys"} <= word_forms("puppy") and "boies" not in word_forms("boy")
+    assert "men" in word_forms("man") and "calves" in word_forms("calf") and "buses" in word_forms("bus")

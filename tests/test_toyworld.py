@@ -63,3 +63,17 @@ def test_fixed_shapes():
     assert s.scene.classes == ("star",) and len(s.scene.objects) == 1
     with pytest.raises(ValueError, match="unknown toy shape"):
         toyworld.make_sample(5, shapes=("hexagon",))
+
+
+def test_renderer_errors_name_the_valid_values():
+    with pytest.raises(ValueError, match=r"unknown toy colour 'pink'; expected one of \['red', 'green'"):
+        obj = toyworld.ToyObject("circle", "pink", 16, 16, 6, 0)
+        toyworld.render(toyworld.Scene((obj,), "source", 0), 32)
+    with pytest.raises(ValueError, match=r"unknown toy shape 'hexagon'; expected one of \['circle'"):
+        toyworld.render(toyworld.Scene((toyworld.ToyObject("hexagon", "red", 16, 16, 6, 0),), "source", 0), 32)
+    for kwargs in ({"n_objects": 7}, {"shapes": ("circle",) * 7}, {"max_objects": 0}):
+        with pytest.raises(ValueError, match=r"must be 1 to 6 \(a scene's objects have distinct colours"):
+            toyworld.make_sample(5, **kwargs)
+    with pytest.raises(ValueError, match=r"unknown domain 'night'; expected one of \('source', 'target'\)"):
+        toyworld.make_sample(5, domain="night")
+    assert len(toyworld.make_sample(5, n_objects=6, size=64).scene.objects) == 6

@@ -182,6 +182,21 @@ def test_readme_example_on_the_toy_pipeline(toy):
     assert pm.positions == {"circle": [2, 3], "square": [6, 7]}
 
 
+
+def test_class_words_the_toy_tokenizer_loses_are_never_labelled(toy):
+    """"two circles": the toy tokenizer knows no plural, so "circles" is [UNK]; a caption past 24 tokens loses
+    its last class word. Neither gives a mask built from another token's map: an error, or a counted skip."""
+    long = "a photo of " + ", ".join(["a red circle"] * 10)
+    prompts = ["two circles", "a red circle", long]
+    with a2m.trace(toy) as t:
+        toy(prompts, num_inference_steps=2, guidance_scale=2.0, generator=generators(0, 1, 2))
+    with pytest.raises(a2m.NoClassInPromptError, match="'two circles': the tokenizer does not know the class word "
+                                                       "'circles'"):
+        t.pseudo_masks(classes=TOY, method="argmax")
+    kept = t.pseudo_masks(classes=TOY, method="argmax", on_missing="skip")
+    assert kept[0] is None and kept[2] is None and kept[1].positions == {"circle": [3]}
+    assert [i for i, _ in t.skipped] == [0, 2] and "[UNK]" in t.skipped[0][1] and "cut off" in t.skipped[1][1]
+
 def test_toy_generate_does_not_depend_on_the_batch(toy):
     """The committed toy pipeline under its preset scheduler: an image and its maps depend on its
     seed, not on the other images of the batch (up to the float rounding of batched kernels)."""

@@ -144,6 +144,21 @@ def background(domain: str, seed: int, size: int) -> np.ndarray:
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
+def _check_objects(shapes: Sequence[str] = (), colours: Sequence[str] = (), n_objects: int | None = None,
+                   max_objects: int | None = None) -> None:
+    """Renderer inputs, each error naming the valid names or limits."""
+    bad = [s for s in shapes if s not in TOY.names[1:]]
+    if bad:
+        raise ValueError(f"unknown toy shape {bad[0]!r}; expected one of {list(TOY.names[1:])}")
+    bad = [c for c in colours if c not in COLOURS]
+    if bad:
+        raise ValueError(f"unknown toy colour {bad[0]!r}; expected one of {list(COLOURS)}")
+    for name, n in (("n_objects", n_objects), ("max_objects", max_objects)):
+        if n is not None and not 1 <= n <= len(COLOURS):
+            raise ValueError(f"{name} must be 1 to {len(COLOURS)} (a scene's objects have distinct colours, "
+                             f"{len(COLOURS)} of them), got {n}")
+
+
 def sample_scene(
     rng: np.random.Generator,
     size: int,
@@ -152,7 +167,12 @@ def sample_scene(
     shapes: tuple[str, ...] | None = None,
     max_objects: int = 2,
 ) -> Scene:
-    """Draw a random scene; ``shapes`` fixes the classes (in drawing order)."""
+    """Draw a random scene; ``shapes`` fixes the classes (in drawing order). At most ``len(COLOURS)``
+    objects: they have distinct colours."""
+    if domain not in DOMAINS:
+        raise ValueError(f"unknown domain {domain!r}; expected one of {DOMAINS}")
+    _check_objects(shapes or (), n_objects=len(shapes) if shapes is not None else n_objects,
+                   max_objects=None if shapes is not None or n_objects is not None else max_objects)
     if shapes is not None:
         n_objects = len(shapes)
     elif n_objects is None:
@@ -178,6 +198,7 @@ def sample_scene(
 
 def render(scene: Scene, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Image (H, W, 3) uint8 and exact label map (H, W) uint8 of a scene."""
+    _check_objects([o.shape for o in scene.objects], [o.colour for o in scene.objects])
     inst = instance_map(scene.objects, size)
     image = background(scene.domain, scene.background_seed, size)
     label = np.zeros((size, size), dtype=np.uint8)
