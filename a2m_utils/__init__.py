@@ -11,8 +11,8 @@ __version__ = "0.2.0"
 from .classes import CITYSCAPES, VOC, ClassVocab
 from .masks import PseudoMask
 from .registry import load_pipeline
-from .tokens import NoClassInPromptError
+from .tokens import ClassWordLostError, NoClassInPromptError
 from .trace import Trace, TraceError, generate, trace
 
-__all__ = ["CITYSCAPES", "VOC", "ClassVocab", "NoClassInPromptError", "PseudoMask", "Trace", "TraceError",
+__all__ = ["CITYSCAPES", "VOC", "ClassVocab", "ClassWordLostError", "NoClassInPromptError", "PseudoMask", "Trace", "TraceError",
            "generate", "load_pipeline", "trace"]
