@@ -21,7 +21,6 @@ from .dataset import Settings
 from .prompts import Prompt, cityscapes_prompts, coco_captions, template_prompts
 
 
-
 @dataclass(frozen=True)
 class Preset:
     """A pipeline (folder or hub id), the scheduler it samples with, and the dataset settings."""
@@ -64,7 +63,7 @@ def load_pipeline(model: str | Path, device: str = "cpu", dtype: torch.dtype | N
     extra = {} if cls is not DiffusionPipeline else {"safety_checker": None, "requires_safety_checker": False}
     try:
         pipe = cls.from_pretrained(str(local) if local.is_dir() else str(model), torch_dtype=dtype, **extra)
-    except (OSError, ValueError, EnvironmentError) as err:
+    except (OSError, ValueError) as err:
         raise FileNotFoundError(
             f"cannot load the pipeline {str(model)!r}: {err}. Give a local folder in diffusers layout (with "
             "model_index.json), or a hub id on a machine that can download it (gated models need `hf auth login`)"

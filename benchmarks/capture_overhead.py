@@ -33,7 +33,7 @@ def sd_pipeline(latent: int):
 
 def run(pipe, steps: int, capture, prompts: list[str]) -> tuple[float, int]:
     """Seconds of one ``pipe(...)`` call (under ``trace`` unless ``capture`` is False) and the capture peak."""
-    call = lambda: pipe(prompts, num_inference_steps=steps, guidance_scale=7.5, output_type="latent",  # noqa: E731
+    call = lambda: pipe(prompts, num_inference_steps=steps, guidance_scale=7.5, output_type="latent",
                         generator=[torch.Generator().manual_seed(i) for i in range(len(prompts))])
     t0 = time.perf_counter()
     if capture is False:

@@ -83,9 +83,9 @@ def build(root: str | Path, profile: str = "toy", title: str = "attn2mask in the
              ("Toy-world numbers are fractions (0-1); the paper's are percentages on PASCAL VOC, ImageNet-S "
               "and Cityscapes with Stable Diffusion 1.4: compare ratios and orderings, not values."), ""]
     reference = paper_tables()
-    for name, (title, tables) in SECTIONS.items():
+    for name, (heading, tables) in SECTIONS.items():
         if (root / name / "metrics.json").exists():
-            lines += _section(root, name, title, tables, run, reference)
+            lines += _section(root, name, heading, tables, run, reference)
     path = root / "REPORT.md"
     path.write_text("\n".join(lines))
     return path

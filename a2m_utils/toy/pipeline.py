@@ -19,8 +19,12 @@ from diffusers.image_processor import VaeImageProcessor
 from diffusers.loaders import StableDiffusionLoraLoaderMixin
 from diffusers.utils.torch_utils import randn_tensor
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerFast
-from transformers import PreTrainedModel  # noqa: F401  diffusers finds a custom component's loader base here, by name
+from transformers import (
+    CLIPTextConfig,
+    CLIPTextModel,
+    PreTrainedModel,  # noqa: F401  diffusers finds a custom component's loader base here, by name
+    PreTrainedTokenizerFast,
+)
 
 from ..guidance import guide
 from . import world
