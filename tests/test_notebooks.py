@@ -52,7 +52,7 @@ def test_notebook_runs_with_smoke_profile(name, tmp_path):
     assert record["notebooks"][name]["wall_s"] > 0
     metrics = json.loads((tmp_path / name / "metrics.json").read_text())
     assert EXPECTED_KEYS[name] <= set(metrics)
-    assert (tmp_path / "_executed" / f"{name}.ipynb").is_file()
+    assert (tmp_path / "notebooks" / f"{name}.ipynb").is_file()
     assert list(Path(tmp_path / name).glob("*.png"))
 
 

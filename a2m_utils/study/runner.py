@@ -6,7 +6,8 @@
 A profile (``profiles/<name>.yaml``) maps notebook names to papermill parameters; the
 ``_all`` entry applies to every notebook, and its ``out_dir_root`` (default ``results``)
 is where each notebook writes ``<out_dir_root>/<notebook>/``. Executed notebooks go to
-``<out_dir_root>/_executed/`` and a run record (parameters, versions, wall time per
+``<out_dir_root>/notebooks/`` (committed: a reader sees the outputs without running) and a run record
+(parameters, versions, wall time per
 notebook) to ``<out_dir_root>/run_<profile>.json``, which an ``--only`` rerun updates rather than
 replaces; ``REPORT.md`` there is rebuilt at the end.
 """
@@ -70,12 +71,12 @@ def run_profile(profile: str | Path, only: list[str] | None = None, out_root: st
         record["notebooks"] = {n: r for n, r in previous["notebooks"].items() if n not in notebooks}
         record["reruns"] = [*previous.get("reruns", []), {"started": record["started"], "notebooks": list(notebooks)}]
         record["started"] = previous["started"]
-    (root / "_executed").mkdir(parents=True, exist_ok=True)
+    (root / "notebooks").mkdir(parents=True, exist_ok=True)
     for name, params in notebooks.items():
         out = root / name
         params = {**common, **params, "out_dir": str(out.relative_to(REPO) if out.is_relative_to(REPO) else out)}
         t0 = time.time()
-        pm.execute_notebook(NOTEBOOKS / f"{name}.ipynb", root / "_executed" / f"{name}.ipynb",
+        pm.execute_notebook(NOTEBOOKS / f"{name}.ipynb", root / "notebooks" / f"{name}.ipynb",
                             parameters=params, cwd=str(REPO), progress_bar=False, kernel_name="python3")
         record["notebooks"][name] = {"parameters": params, "wall_s": round(time.time() - t0, 1)}
         print(f"{name}: {record['notebooks'][name]['wall_s']} s", flush=True)
