@@ -4,12 +4,13 @@
     python -m a2m_utils.study.runner --profile smoke --only 02_mask_building
 
 A profile (``profiles/<name>.yaml``) maps notebook names to papermill parameters; the
-``_all`` entry applies to every notebook, and its ``out_dir_root`` (default ``results``)
-is where each notebook writes ``<out_dir_root>/<notebook>/``. Executed notebooks go to
-``<out_dir_root>/notebooks/`` (committed: a reader sees the outputs without running) and a run record
-(parameters, versions, wall time per
-notebook) to ``<out_dir_root>/run_<profile>.json``, which an ``--only`` rerun updates rather than
-replaces; ``REPORT.md`` there is rebuilt at the end.
+``_all`` entry applies to every notebook, and its ``out_dir_root`` (default ``results`` for
+``toy``, ``results/<profile>`` for any other) is where each notebook writes
+``<out_dir_root>/<notebook>/``. Executed notebooks go to ``<out_dir_root>/notebooks/``
+(committed: a reader sees the outputs without running) and a run record (parameters, versions,
+wall time per notebook) to ``<out_dir_root>/run_<profile>.json``, which an ``--only`` rerun
+updates rather than replaces; ``REPORT.md`` there, headed by the profile's ``_title``, is rebuilt
+at the end.
 """
 
 from __future__ import annotations
