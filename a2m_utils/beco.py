@@ -16,7 +16,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from .classes import IGNORE_INDEX
 from .images import to_tensor
-from .segmentation import augment, build, device_of, make_optimizer, run_steps, step_rng
+from .segmentation import Precision, augment, build, device_of, make_optimizer, run_steps, step_rng
 
 BOUNDARY_WEIGHT = 0.2
 # step -> (images uint8 NHWC, pseudo-labels NHW uint8, reliability NHW bool)
@@ -126,13 +126,14 @@ def train_beco(net_a: torch.nn.Module, net_b: torch.nn.Module, batches: BecoBatc
     epoch); crop-and-flip ``augment`` of images, labels and reliability, and ``photometric`` jitter of
     strength ``jitter`` (0: none) after mixing. With ``ckpt``, resumes from and saves to that file
     (both networks, optimiser, scheduler, step). Returns the loss terms of every step."""
+    device = device_of(net_a)
+    precision = Precision(device)
     opt = make_optimizer([*net_a.parameters(), *net_b.parameters()], optimizer, lr, weight_decay, momentum)
     sched = torch.optim.lr_scheduler.PolynomialLR(opt, total_iters=steps, power=0.9)
-    parts = {"net_a": net_a, "net_b": net_b, "opt": opt, "sched": sched}
+    parts = {"net_a": net_a, "net_b": net_b, "opt": opt, "sched": sched, **precision.parts()}
     config = {"steps": steps, "warmup": warmup, "lr": lr, "optimizer": optimizer, "momentum": momentum,
               "weight_decay": weight_decay, "threshold": threshold, "augmentation": augmentation, "jitter": jitter,
               "seed": seed}
-    device = device_of(net_a)
 
     def train_step(step: int) -> dict[str, float]:
         rng = step_rng(seed, step)
@@ -144,10 +145,9 @@ def train_beco(net_a: torch.nn.Module, net_b: torch.nn.Module, batches: BecoBatc
         x, y, m, boundary = _mixed_batch(net_a, net_b, x, y, m, rng, step >= warmup, threshold)
         if jitter:
             x = photometric(x, rng, jitter)
-        terms = beco_loss(net_a(x), net_b(x), y, m, boundary)
-        opt.zero_grad(set_to_none=True)
-        terms["total"].backward()
-        opt.step()
+        with precision.autocast():
+            terms = beco_loss(net_a(x).float(), net_b(x).float(), y, m, boundary)
+        precision.step(terms["total"], opt)
         sched.step()
         return {k: v.item() for k, v in terms.items()}
 

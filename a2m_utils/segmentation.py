@@ -8,6 +8,7 @@ seeded with (seed, s), so a run resumed from its checkpoint ends exactly as an u
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -22,17 +23,52 @@ from .classes import IGNORE_INDEX
 from .images import to_tensor
 from .metrics import confusion_matrix, scores
 
-# The paper's segmenter, and a small one that trains on 32x32 toy images on CPU.
-PAPER = {"arch": "DeepLabV3Plus", "encoder_name": "resnet50"}
+# The paper's segmenter (DeepLabv3+ ResNet-50, ImageNet-pretrained encoder), and a small one that trains on
+# 32x32 toy images on CPU from scratch.
+PAPER = {"arch": "DeepLabV3Plus", "encoder_name": "resnet50", "encoder_weights": "imagenet"}
 TOY = {"arch": "Unet", "encoder_name": "resnet18", "encoder_depth": 3, "decoder_channels": (64, 32, 16)}
 
 
 def build(num_classes: int, arch: str = "DeepLabV3Plus", encoder_name: str = "resnet50",
-          encoder_weights: str | None = None, seed: int = 0, **kwargs) -> torch.nn.Module:
-    """An smp model; ``encoder_weights`` None (the default) needs no download."""
-    torch.manual_seed(seed)
-    return smp.create_model(arch, encoder_name=encoder_name, encoder_weights=encoder_weights,
-                            classes=num_classes, **kwargs)
+          encoder_weights: str | None = None, seed: int = 0, device: str | torch.device = "cpu",
+          **kwargs) -> torch.nn.Module:
+    """An smp model on ``device``, its new layers drawn from ``seed`` (the global random state is
+    kept); ``encoder_weights`` None (the default) needs no download, "imagenet" downloads them from
+    the Hugging Face hub once (smp-hub/<encoder>.imagenet) or says what to place where."""
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = smp.create_model(arch, encoder_name=encoder_name, encoder_weights=encoder_weights,
+                                     classes=num_classes, **kwargs)
+    except (OSError, ConnectionError) as err:  # huggingface_hub's offline and HTTP errors are OSErrors
+        raise RuntimeError(
+            f"the {encoder_weights} weights of the {encoder_name} encoder could not be loaded ({type(err).__name__}). "
+            f"On a machine with internet run `huggingface-cli download smp-hub/{encoder_name}.{encoder_weights}` "
+            "once (it fills the Hugging Face cache, which an offline machine can copy), or train from scratch "
+            "with encoder_weights=None") from err
+    return model.to(device)
+
+
+class Precision:
+    """Mixed precision on CUDA (fp16 autocast, gradient scaling), plain fp32 elsewhere."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = torch.device(device).type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.cuda)
+
+    def autocast(self):
+        return torch.autocast("cuda", dtype=torch.float16) if self.cuda else nullcontext()
+
+    def step(self, loss: torch.Tensor, opt: torch.optim.Optimizer) -> None:
+        """Backward and optimiser step (both exact fp32 calls when not on CUDA)."""
+        opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(opt)
+        self.scaler.update()
+
+    def parts(self) -> dict:
+        """The scaler's state, to checkpoint (none off CUDA)."""
+        return {"scaler": self.scaler} if self.cuda else {}
 
 
 # step -> (images uint8 NHWC, labels NHW uint8[, reliability NHW bool]); extra items are ignored here.
@@ -109,25 +145,27 @@ def train_supervised(model: torch.nn.Module, batches: Batches, steps: int, lr: f
                      ckpt: Path | None = None, ckpt_every: int = 100, stop_after: int | None = None,
                      ) -> list[float]:
     """Cross-entropy ignoring 255 with the poly schedule (power 0.9); SGD as in the paper, or Adam;
-    optional crop-and-flip ``augment``. With ``ckpt``, resumes from and saves to that file (every
-    ``ckpt_every`` steps and at the end, or after step ``stop_after``). Returns the losses."""
+    optional crop-and-flip ``augment``; mixed precision on CUDA (``Precision``). With ``ckpt``, resumes
+    from and saves to that file (every ``ckpt_every`` steps and at the end, or after step
+    ``stop_after``). Returns the losses."""
+    device = device_of(model)
+    precision = Precision(device)
     opt = make_optimizer(model.parameters(), optimizer, lr, weight_decay, momentum)
     sched = torch.optim.lr_scheduler.PolynomialLR(opt, total_iters=steps, power=0.9)
-    parts = {"model": model, "opt": opt, "sched": sched}
+    parts = {"model": model, "opt": opt, "sched": sched, **precision.parts()}
     config = {"steps": steps, "lr": lr, "weight_decay": weight_decay, "momentum": momentum, "optimizer": optimizer,
               "augmentation": augmentation, "seed": seed}
-    device = device_of(model)
 
     def train_step(step: int) -> float:
         rng = step_rng(seed, step)
         images, labels = batches(step)[:2]
         if augmentation:
             images, labels, _ = augment(images, labels, rng)
-        logits = model(to_tensor(images).to(device))
-        loss = F.cross_entropy(logits, torch.from_numpy(labels).long().to(device), ignore_index=IGNORE_INDEX)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        with precision.autocast():
+            logits = model(to_tensor(images).to(device))
+            loss = F.cross_entropy(logits.float(), torch.from_numpy(labels).long().to(device),
+                                   ignore_index=IGNORE_INDEX)
+        precision.step(loss, opt)
         sched.step()
         return loss.item()
 

@@ -213,3 +213,24 @@ def test_evaluate_a_model_or_a_function():
     assert s["pixel_acc"] == pytest.approx((labels == 0).mean())
     assert s["iou"][0] == pytest.approx((labels == 0).mean()) and (s["iou"][[1, 3]] == 0).all()
     assert np.isnan(s["iou"][2])  # class 2 is absent from both
+
+
+def test_paper_segmenter_offline_says_which_weights_to_place(monkeypatch):
+    import segmentation_models_pytorch.encoders as encoders
+
+    def offline(*args, **kwargs):
+        raise OSError("no connection")
+
+    monkeypatch.setattr(encoders, "hf_hub_download", offline)
+    with pytest.raises(RuntimeError, match=r"huggingface-cli download smp-hub/resnet50\.imagenet"):
+        segmentation.build(21, **segmentation.PAPER)
+
+
+def test_build_keeps_the_global_random_state_and_is_seeded():
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    torch.manual_seed(123)
+    a = segmentation.build(3, **segmentation.TOY, seed=4)
+    assert torch.equal(torch.rand(1), before)
+    b = segmentation.build(3, **segmentation.TOY, seed=4)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))

@@ -63,6 +63,14 @@ class SegConfig:
     arch: tuple = tuple(segmentation.TOY.items())
 
 
+# The paper's segmenter training (Sec. 4): DeepLabv3+ ResNet-50 with an ImageNet-pretrained encoder, SGD
+# lr 0.01, weight decay 1e-4, batch 32, poly schedule, crop-and-flip; 20,000 iterations, the schedule of
+# mmsegmentation's deeplabv3plus_r50-d8_512x512_20k_voc12aug config (the paper does not state its count).
+# Mixed precision on CUDA (segmentation.Precision).
+PAPER_SEG = SegConfig(steps=20_000, batch_size=32, lr=0.01, optimizer="sgd", augmentation=True,
+                      arch=tuple(segmentation.PAPER.items()))
+
+
 def pipeline(preset: str = "toy", model: str | Path | None = None, scheduler: str | None = None,
              device: str = "cpu"):
     """The study's pipeline: ``model`` (a folder or hub id; default the preset's) with ``scheduler``
@@ -130,11 +138,11 @@ def _batches(data: Arrays, batch_size: int, seed: int) -> Callable[[int], Arrays
 
 
 def fit(method: str, data: Arrays, num_classes: int, seed: int = 0, config: SegConfig = SegConfig(),
-        desc: str | None = None) -> Predict:
-    """Train a segmenter on ``data``: ``"supervised"`` (cross-entropy on every labelled pixel) or
-    ``"beco"`` (two networks co-trained on the reliability maps); returns its predictor."""
+        desc: str | None = None, device: str = "cpu") -> Predict:
+    """Train a segmenter on ``device`` on ``data``: ``"supervised"`` (cross-entropy on every labelled
+    pixel) or ``"beco"`` (two networks co-trained on the reliability maps); returns its predictor."""
     batches = _batches(data, config.batch_size, seed)
-    arch = dict(config.arch)
+    arch = {**dict(config.arch), "device": device}
     if method == "supervised":
         model = segmentation.build(num_classes, seed=seed, **arch)
         segmentation.train_supervised(model, batches, config.steps, lr=config.lr, optimizer=config.optimizer,
@@ -233,11 +241,11 @@ def table6_conclusions(rows: Sequence[dict]) -> list[str]:
 
 
 def adapted_pipeline(model: str | Path, images: np.ndarray, steps: int, lr: float, batch_size: int, rank: int = 4,
-                     seed: int = 0, scheduler: str | None = None, root: Path = DATA):
+                     seed: int = 0, scheduler: str | None = None, device: str = "cpu", root: Path = DATA):
     """The pipeline at ``model`` with a DreamBooth-LoRA trained on unlabeled ``images`` (Table 4),
     cached (and resumed) in ``root/lora-<hash>`` (of the base model's identity, the images and the
     settings). Its identity covers the adapter, so its datasets are cached apart from the base's."""
-    pipe = load_pipeline(model, scheduler=scheduler)
+    pipe = load_pipeline(model, device, scheduler=scheduler)
     key = json.dumps([model_identity(pipe), steps, lr, batch_size, rank, seed,
                       hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest()])
     run_dir = root / f"lora-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
