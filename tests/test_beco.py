@@ -216,7 +216,7 @@ def test_evaluate_a_model_or_a_function():
 
 
 def test_paper_segmenter_offline_says_which_weights_to_place(monkeypatch):
-    import segmentation_models_pytorch.encoders as encoders
+    from segmentation_models_pytorch import encoders
 
     def offline(*args, **kwargs):
         raise OSError("no connection")
