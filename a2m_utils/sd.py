@@ -3,9 +3,16 @@ with random weights (the compute of the real checkpoint), or the same layout shr
 
 from __future__ import annotations
 
+import argparse
+import json
+import tempfile
+from pathlib import Path
+
 import torch
 from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-from transformers import CLIPTextConfig, CLIPTextModel
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+from .classes import VOC
 
 # CompVis/stable-diffusion-v1-4 unet/config.json: 16 cross-attention layers with 8 heads at 64,
 # 32, 16 and 8 latent pixels.
@@ -62,3 +69,46 @@ def random_sd(tokenizer, tiny: bool = False, text_layers: int | None = None, lat
                                    safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+# Words of the smoke profiles' prompts: VOC's class names (one word each) and a few function words.
+SMOKE_WORDS = ["a", "an", "photo", "of", "and", "on", "in", "the", "next", "to", "with", "riding", "above",
+               *(w for n in VOC.names[1:] for w in n.split())]
+
+
+def offline_clip_tokenizer(folder: str | Path, words: list[str], max_length: int = 77) -> CLIPTokenizer:
+    """A CLIP BPE tokenizer over ``words`` (each one token) and single letters, built without a
+    download; "aeroplane" becomes the two tokens "aero" + "plane</w>", as with CLIP's own BPE."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    vocab = [*letters, *(c + "</w>" for c in letters), ",</w>"]
+    merges = []
+    for word in ["aero", "plane", *words]:
+        pieces = list(word[:-1]) + [word[-1] + ("" if word == "aero" else "</w>")]
+        while len(pieces) > 1:
+            merges.append(f"{pieces[0]} {pieces[1]}")
+            pieces = [pieces[0] + pieces[1], *pieces[2:]]
+            vocab.append(pieces[0])
+    vocab = list(dict.fromkeys([*vocab, "<|startoftext|>", "<|endoftext|>"]))
+    (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}))
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(dict.fromkeys(merges)) + "\n")
+    return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=max_length)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m a2m_utils.sd OUT [--tiny]``: save a Stable Diffusion 1.4-shaped pipeline with random
+    weights (``--tiny``: the test-sized layout, 32x32 images) and an offline tokenizer over
+    ``SMOKE_WORDS``, loadable with ``from_pretrained`` like the real checkpoint (profile smoke-sd)."""
+    p = argparse.ArgumentParser(description=main.__doc__.split(":")[0])
+    p.add_argument("out", type=Path)
+    p.add_argument("--tiny", action="store_true")
+    a = p.parse_args(argv)
+    with tempfile.TemporaryDirectory() as files:
+        tokenizer = offline_clip_tokenizer(files, SMOKE_WORDS, 32 if a.tiny else 77)
+        random_sd(tokenizer, tiny=a.tiny).save_pretrained(a.out)
+    print(f"saved a random {'tiny ' if a.tiny else ''}Stable Diffusion 1.4-shaped pipeline to {a.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -42,7 +42,7 @@ def test_every_profile_loads_and_names_known_parameters():
         common, notebooks = load_profile(path.stem)
         for name, params in notebooks.items():
             declared = set(pm.inspect_notebook(str(NOTEBOOKS / f"{name}.ipynb")))
-            assert (set(common) - {"out_dir_root", "title"}) | set(params) <= declared, (path.name, name)
+            assert (set(common) - {"out_dir_root", "title", "setup"}) | set(params) <= declared, (path.name, name)
 
 
 @pytest.mark.slow
@@ -84,3 +84,17 @@ def test_unknown_profile_and_notebook():
         load_profile("huge")
     with pytest.raises(ValueError, match="not in profile"):
         run_profile("smoke", only=["99_nothing"])
+
+
+@pytest.mark.slow
+def test_smoke_sd_runs_the_stable_diffusion_path_of_notebooks_01_and_02(tmp_path):
+    """A Stable Diffusion 1.4-shaped pipeline with tiny random weights, saved like the real one and
+    loaded by folder, through the same notebooks as the toy world (DDPM, the sd preset's scheduler)."""
+    record = run_profile("smoke-sd", out_root=tmp_path)
+    assert list(record["notebooks"]) == ["01_attention_extraction", "02_mask_building"]
+    for name in record["notebooks"]:
+        metrics = json.loads((tmp_path / name / "metrics.json").read_text())
+        assert metrics["parameters"]["preset"] == "sd" and metrics["parameters"]["scheduler"] == "DDPMScheduler"
+        assert [step for step, _ in metrics["steps_used"]] == [2]
+    assert (tmp_path / "02_mask_building" / "fig5_pseudomasks.png").is_file()
+    assert "toy world" not in (tmp_path / "REPORT.md").read_text().splitlines()[0]

@@ -10,7 +10,8 @@ A profile (``profiles/<name>.yaml``) maps notebook names to papermill parameters
 (committed: a reader sees the outputs without running) and a run record (parameters, versions,
 wall time per notebook) to ``<out_dir_root>/run_<profile>.json``, which an ``--only`` rerun
 updates rather than replaces; ``REPORT.md`` there, headed by the profile's ``_title``, is rebuilt
-at the end.
+at the end. A profile's ``_setup`` ({creates: PATH, command: "python -m ..."}) runs once, before its
+notebooks, when PATH does not exist.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ import argparse
 import json
 import os
 import platform
+import shlex
+import subprocess
+import sys
 import time
 from importlib.metadata import version
 from pathlib import Path
@@ -44,7 +48,8 @@ def load_profile(profile: str | Path) -> tuple[dict, dict[str, dict]]:
         raise FileNotFoundError(f"no profile {str(profile)!r}; known profiles: {known}")
     cfg = yaml.safe_load(path.read_text()) or {}
     common = {"out_dir_root": "results" if path.stem == "toy" else f"results/{path.stem}",
-              "title": cfg.pop("_title", f"attn2mask, profile {path.stem}"), **(cfg.pop("_all", {}) or {})}
+              "title": cfg.pop("_title", f"attn2mask, profile {path.stem}"), "setup": cfg.pop("_setup", None),
+              **(cfg.pop("_all", {}) or {})}
     missing = [n for n in cfg if not (NOTEBOOKS / f"{n}.ipynb").is_file()]
     if missing:
         raise FileNotFoundError(f"profile {path.name} names notebooks that do not exist: {missing}")
@@ -56,8 +61,10 @@ def run_profile(profile: str | Path, only: list[str] | None = None, out_root: st
     the notebooks')."""
     common, notebooks = load_profile(profile)
     root = output_dir(out_root or common["out_dir_root"])
-    title = common.pop("title")
+    title, setup = common.pop("title"), common.pop("setup")
     common.pop("out_dir_root")
+    if setup and not (REPO / setup["creates"]).exists():  # e.g. a model the profile needs, made once
+        subprocess.run([sys.executable, *shlex.split(setup["command"])[1:]], cwd=REPO, check=True)
     if only:
         unknown = sorted(set(only) - set(notebooks))
         if unknown:
