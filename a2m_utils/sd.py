@@ -76,9 +76,9 @@ SMOKE_WORDS = ["a", "an", "photo", "of", "and", "on", "in", "the", "next", "to",
                *(w for n in VOC.names[1:] for w in n.split())]
 
 
-def offline_clip_tokenizer(folder: str | Path, words: list[str], max_length: int = 77) -> CLIPTokenizer:
-    """A CLIP BPE tokenizer over ``words`` (each one token) and single letters, built without a
-    download; "aeroplane" becomes the two tokens "aero" + "plane</w>", as with CLIP's own BPE."""
+def offline_clip_tokenizer(folder: str | Path, words: list[str], max_length: int = 77, cls: type = CLIPTokenizer):
+    """A CLIP BPE tokenizer (``cls``: slow or fast) over ``words`` (each one token) and single letters,
+    built without a download; "aeroplane" becomes the two tokens "aero" + "plane</w>", as with CLIP's BPE."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     letters = "abcdefghijklmnopqrstuvwxyz"
@@ -93,7 +93,7 @@ def offline_clip_tokenizer(folder: str | Path, words: list[str], max_length: int
     vocab = list(dict.fromkeys([*vocab, "<|startoftext|>", "<|endoftext|>"]))
     (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}))
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(dict.fromkeys(merges)) + "\n")
-    return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=max_length)
+    return cls(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=max_length)
 
 
 def main(argv: list[str] | None = None) -> None:

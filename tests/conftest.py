@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 from diffusers import StableDiffusionPipeline
+from transformers import CLIPTokenizer
 
 from a2m_utils.sd import TINY_SD_UNET_CONFIG, offline_clip_tokenizer, random_sd, sd_unet
 from a2m_utils.toy.pipeline import build_unet
@@ -24,9 +25,9 @@ def rng():
 CLIP_WORDS = ["a", "photo", "of", "an", "and", "puppy", "dog", "next", "to", "another", "potted", "plant", "cat"]
 
 
-def clip_tokenizer(folder, words=CLIP_WORDS, max_length=77):
-    """The library's offline CLIP BPE tokenizer over the tests' words."""
-    return offline_clip_tokenizer(folder, words, max_length)
+def clip_tokenizer(folder, cls=CLIPTokenizer, words=CLIP_WORDS, max_length=77):
+    """The library's offline CLIP BPE tokenizer over the tests' words (``cls``: slow or fast)."""
+    return offline_clip_tokenizer(folder, words, max_length, cls)
 
 
 def tiny_sd(folder) -> StableDiffusionPipeline:
