@@ -34,3 +34,12 @@ def tiny_sd(folder) -> StableDiffusionPipeline:
     """A tiny random Stable Diffusion pipeline with a VAE and a CLIP BPE tokenizer of length 16
     (latents 4 x 16 x 16 for 32 x 32 images); its tokenizer files are written to ``folder``."""
     return random_sd(clip_tokenizer(folder, max_length=16), tiny=True)
+
+
+@pytest.fixture(scope="module")
+def sd_folder(tmp_path_factory):
+    """A tiny randomly initialised Stable Diffusion pipeline saved with ``save_pretrained`` (no download)."""
+    d = tmp_path_factory.mktemp("tiny-sd")
+    (d / "tok").mkdir()
+    tiny_sd(d / "tok").save_pretrained(d / "pipe")
+    return d / "pipe"

@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_sd
 from diffusers import DDIMScheduler
 
 from a2m_utils import generate, load_pipeline, trace
@@ -17,15 +16,6 @@ def toy():
     pipe = new_toy(0)
     pipe.set_progress_bar_config(disable=True)
     return pipe
-
-
-@pytest.fixture(scope="module")
-def sd_folder(tmp_path_factory):
-    """A tiny randomly initialised Stable Diffusion pipeline saved in diffusers layout (no download)."""
-    d = tmp_path_factory.mktemp("tiny-sd")
-    (d / "tok").mkdir()
-    tiny_sd(d / "tok").save_pretrained(d / "pipe")
-    return d / "pipe"
 
 
 def test_toy_same_seed_same_image_and_maps(toy):

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import tiny_sd
 from diffusers import DDIMScheduler, StableDiffusionPipeline
 from test_generate import assert_same_up_to_rounding, first_unet_inputs
 
@@ -28,15 +27,6 @@ SCHEDULERS = ["DDIMScheduler", "DPMSolverMultistepScheduler"]
 
 def generators(*seeds):
     return [torch.Generator().manual_seed(s) for s in seeds]
-
-
-@pytest.fixture(scope="module")
-def sd_folder(tmp_path_factory):
-    """A tiny randomly initialised Stable Diffusion pipeline, saved with ``save_pretrained``."""
-    d = tmp_path_factory.mktemp("tiny-sd")
-    (d / "tok").mkdir()
-    tiny_sd(d / "tok").save_pretrained(d / "pipe")
-    return d / "pipe"
 
 
 @pytest.fixture
