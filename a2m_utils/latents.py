@@ -25,13 +25,18 @@ def image_size(pipe) -> int:
     return pipe.unet.config.sample_size * scale
 
 
-@torch.no_grad()
-def to_latents(pipe, images: np.ndarray) -> torch.Tensor:
-    """uint8 images (B, H, W, 3) as U-Net inputs (B, C, h, w): themselves in [-1, 1], or the VAE's scaled mean."""
+def check_images(pipe, images: np.ndarray) -> None:
+    """Raise unless ``images`` are uint8 (B, H, W, 3) at the pipeline's image size."""
     s = image_size(pipe)
     if images.ndim != 4 or images.shape[1:] != (s, s, 3) or images.dtype != np.uint8:
         raise ValueError(f"expected uint8 images (batch, {s}, {s}, 3) for this pipeline, got {images.dtype} "
                          f"{images.shape}")
+
+
+@torch.no_grad()
+def to_latents(pipe, images: np.ndarray) -> torch.Tensor:
+    """uint8 images (B, H, W, 3) as U-Net inputs (B, C, h, w): themselves in [-1, 1], or the VAE's scaled mean."""
+    check_images(pipe, images)
     x = to_tensor(images).to(pipe.unet.device)
     vae = vae_of(pipe)
     if vae is None:

@@ -31,7 +31,7 @@ from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
 from tqdm.auto import tqdm
 
 from . import checkpoint
-from .latents import embed, to_latents
+from .latents import check_images, embed, to_latents
 
 UNET_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
 TEXT_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
@@ -112,7 +112,7 @@ def train_lora(
         raise ValueError("the back-end has no LoRA: call add_lora first")
     if pipe.scheduler.config.prediction_type != "epsilon":
         raise ValueError(f"only epsilon prediction is supported, not {pipe.scheduler.config.prediction_type!r}")
-    to_latents(pipe, images[:1])  # checks their size and type before any step
+    check_images(pipe, images)
     config = {"prompt": instance_prompt, "steps": steps, "lr": lr, "batch_size": batch_size, "seed": seed,
               "p_uncond": p_uncond, "lora": {k: list(p.shape) for k, p in params.items()},
               "images": hashlib.sha1(np.ascontiguousarray(images).tobytes()).hexdigest()}
