@@ -236,6 +236,7 @@ class DatasetWriter:
         todo = [b for b in batches if not all(bad[i] == [] for i in b)]
         bar = tqdm(total=sum(map(len, todo)), desc=f"dataset shard {shard}/{num_shards}", unit="img",
                    disable=not progress)
+        self.pipe.set_progress_bar_config(disable=True)  # the writer's bar counts images, not denoising steps
         try:
             for indices in todo:
                 self.write_batch(indices)
@@ -246,7 +247,6 @@ class DatasetWriter:
 
     def write_batch(self, indices: range) -> None:
         s, batch = self.settings, [self.prompts[i] for i in indices]
-        self.pipe.set_progress_bar_config(disable=True)
         t = generate(self.pipe, [p.text for p in batch], [p.seed for p in batch], steps=s.capture_steps,
                      self_attention_res=s.self_attention_res, num_inference_steps=s.num_steps,
                      guidance_scale=s.guidance_scale)
