@@ -220,10 +220,6 @@ class DatasetWriter:
         b, n = self.settings.batch_size, len(self.prompts)
         return [range(s, min(s + b, n)) for k, s in enumerate(range(0, n, b)) if k % num_shards == shard]
 
-    def complete(self, index: int) -> bool:
-        """True when the sample's meta file exists and every file matches its hash."""
-        return check_sample(self.root, sample_id(index), repair=self.repair)
-
     def run(self, shard: int = 0, num_shards: int = 1, progress: bool = True) -> int:
         """Write this shard's missing samples; returns how many were generated. Corrupt files of
         the shard's samples raise ``CorruptDatasetError`` listing them all, unless ``repair``."""
