@@ -153,7 +153,7 @@ def train_beco(net_a: torch.nn.Module, net_b: torch.nn.Module, batches: BecoBatc
 
     net_a.train()
     net_b.train()
-    history = run_steps(train_step, steps, parts, config, ckpt, ckpt_every, stop_after, desc)
+    history = run_steps(train_step, steps, parts, config, ckpt, ckpt_every, stop_after, desc, device)
     net_a.eval()
     net_b.eval()
     return history

@@ -31,6 +31,7 @@ from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
 from tqdm.auto import tqdm
 
 from . import checkpoint
+from .batches import batch_indices
 from .latents import check_images, embed, to_latents
 
 UNET_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
@@ -80,14 +81,6 @@ def lora_loss(pipe, images: np.ndarray, prompts: list[str], generator: torch.Gen
     return F.mse_loss(pred.float(), noise.float())
 
 
-def _batch(images: np.ndarray, prompt: str, seed: int, step: int, size: int,
-           p_uncond: float) -> tuple[np.ndarray, list[str]]:
-    """The images and prompts of one step; prompts dropped to "" with ``p_uncond``."""
-    rng = np.random.default_rng([seed, step])
-    idx = rng.choice(len(images), size=size, replace=size > len(images))
-    return images[idx], ["" if rng.random() < p_uncond else prompt for _ in idx]
-
-
 def train_lora(
     pipe,
     images: np.ndarray,
@@ -123,8 +116,11 @@ def train_lora(
     state = checkpoint.load(ckpt, parts, config) or {"step": 0, "losses": []}
     step, losses = state["step"], state["losses"]
     bar = tqdm(total=steps, initial=step, desc="LoRA")
+    indices = batch_indices(len(images), batch_size, seed)
     while step < steps:
-        x, prompts = _batch(images, instance_prompt, seed, step, batch_size, p_uncond)
+        x = images[indices(step)]
+        drop = np.random.default_rng([seed, step, 1]).random(len(x)) < p_uncond  # prompts dropped to ""
+        prompts = ["" if d else instance_prompt for d in drop]
         loss = lora_loss(pipe, x, prompts, torch.Generator().manual_seed(seed * SEED_STRIDE + step))
         opt.zero_grad(set_to_none=True)
         loss.backward()

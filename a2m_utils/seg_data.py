@@ -12,12 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache, partial
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from .batches import batch_indices
 from .classes import IGNORE_INDEX
 
 Size = int | tuple[int, int] | None  # (height, width); an int is a square
@@ -98,22 +99,23 @@ class SegFiles:
         return tuple(np.stack(x) for x in zip(*items))
 
     def batches(self, batch_size: int, seed: int = 0) -> Callable[[int], tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """step -> (images, labels, reliability); each epoch visits every item once, in an order
-        fixed by (seed, epoch)."""
-        n = len(self)
-        order = lru_cache(maxsize=2)(lambda epoch: np.random.default_rng([seed, epoch]).permutation(n))
+        """step -> (images, labels, reliability) of ``batches.batch_indices``, read on demand."""
+        indices = batch_indices(len(self), batch_size, seed)
+        return lambda step: self.arrays(indices(step))
 
-        def batch(step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-            k = np.arange(step * batch_size, (step + 1) * batch_size)
-            return self.arrays([order(e)[i] for e, i in zip(k // n, k % n)])
-        return batch
+
+def _image_files(folder: Path, ids: Sequence[str]) -> list[Path]:
+    """``folder/<id>.jpg`` for every id, or ``<id>.png`` where no JPEG is there (lossless images)."""
+    def name(i: str) -> str:
+        return f"{i}.png" if not (folder / f"{i}.jpg").exists() and (folder / f"{i}.png").exists() else f"{i}.jpg"
+    return _files(folder, [name(i) for i in ids], "images <id>.jpg (or .png)")
 
 
 class VOCLayout(SegFiles):
-    """A PASCAL VOC layout folder: ``JPEGImages/<id>.jpg``, ``SegmentationClass/<id>.png`` (palette or
-    grey PNG of class ids, 255 ignore), ``ImageSets/Segmentation/<split>.txt`` (one id a line) and,
-    optionally, ``Reliability/<id>.png`` (0/1; absent: all reliable). Real VOC 2012 reads as is; its
-    augmented training set, split ``train_aug``, takes labels from ``SegmentationClassAug/``."""
+    """A PASCAL VOC layout folder: ``JPEGImages/<id>.jpg`` (or ``.png``), ``SegmentationClass/<id>.png``
+    (palette or grey PNG of class ids, 255 ignore), ``ImageSets/Segmentation/<split>.txt`` (one id a
+    line) and, optionally, ``Reliability/<id>.png`` (0/1; absent: all reliable). Real VOC 2012 reads
+    as is; its augmented training set, split ``train_aug``, takes labels from ``SegmentationClassAug/``."""
 
     def __init__(self, root: str | Path, split: str = "train", with_reliability: bool = True,
                  size: Size = None) -> None:
@@ -127,7 +129,7 @@ class VOCLayout(SegFiles):
             raise ValueError(f"split file {split_file} lists no ids")
         label_dir = "SegmentationClassAug" if split == "train_aug" else "SegmentationClass"
         super().__init__(
-            images=_files(root / "JPEGImages", [f"{i}.jpg" for i in ids], "JPEG images <id>.jpg"),
+            images=_image_files(root / "JPEGImages", ids),
             labels=_files(root / label_dir, [f"{i}.png" for i in ids], "label PNGs <id>.png"),
             reliability=[root / "Reliability" / f"{i}.png" for i in ids] if with_reliability else None,
             size=size,

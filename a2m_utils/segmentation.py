@@ -76,10 +76,8 @@ Batches = Callable[[int], tuple[np.ndarray, ...]]
 
 
 def step_rng(seed: int, step: int) -> np.random.Generator:
-    """The generator of one training step; it also seeds torch's (dropout) for that step."""
-    rng = np.random.default_rng([seed, step])
-    torch.manual_seed(int(rng.integers(2**62)))
-    return rng
+    """The generator of one training step's augmentation and mixing."""
+    return np.random.default_rng([seed, step])
 
 
 def _crop(x: np.ndarray, box: tuple[int, int, int, int], resample: Image.Resampling) -> np.ndarray:
@@ -114,15 +112,19 @@ def device_of(model: torch.nn.Module) -> torch.device:
 
 
 def run_steps(train_step: Callable[[int], float | dict], steps: int, parts: dict, config: dict,
-              ckpt: Path | None, ckpt_every: int, stop_after: int | None, desc: str) -> list:
+              ckpt: Path | None, ckpt_every: int, stop_after: int | None, desc: str, device: torch.device) -> list:
     """Run ``train_step`` from the checkpointed step (or 0) to ``steps``, or pause after step ``stop_after``;
-    checkpoint every ``ckpt_every`` steps and at the end. Returns the history of ``train_step`` results."""
+    checkpoint every ``ckpt_every`` steps and at the end. Each step draws torch's random numbers (dropout)
+    from a generator seeded by (``config["seed"]``, step), forked so the caller's stays untouched.
+    Returns the history of ``train_step`` results."""
     state = checkpoint.load(ckpt, parts, config) or {"step": 0, "history": []}
     start, history = state["step"], state["history"]
     last = min(steps, stop_after or steps)
     bar = tqdm(range(start, last), desc=desc, initial=start, total=steps)
     for step in bar:
-        history.append(result := train_step(step))
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(int(step_rng(config["seed"], step).integers(2**62)))
+            history.append(result := train_step(step))
         bar.set_postfix(loss=f"{result['total'] if isinstance(result, dict) else result:.4f}")
         if ckpt is not None and ((step + 1) % ckpt_every == 0 or step + 1 == last):
             checkpoint.save(ckpt, parts, config, step=step + 1, history=history)
@@ -170,7 +172,7 @@ def train_supervised(model: torch.nn.Module, batches: Batches, steps: int, lr: f
         return loss.item()
 
     model.train()
-    losses = run_steps(train_step, steps, parts, config, ckpt, ckpt_every, stop_after, desc)
+    losses = run_steps(train_step, steps, parts, config, ckpt, ckpt_every, stop_after, desc, device)
     model.eval()
     return losses
 

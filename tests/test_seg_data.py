@@ -85,7 +85,7 @@ def test_voc_errors_name_what_is_missing(voc, tmp_path):
     with pytest.raises(FileNotFoundError, match=r"val.txt not found; splits there: \['train', 'train_aug'\]"):
         VOCLayout(voc, "val")
     (voc / "JPEGImages" / "b.jpg").unlink()
-    with pytest.raises(FileNotFoundError, match=r"1 of 2 JPEG images .* missing, e.g. .*b.jpg"):
+    with pytest.raises(FileNotFoundError, match=r"1 of 2 images .* missing, e.g. .*b.jpg"):
         VOCLayout(voc)
     write(voc / "SegmentationClass" / "a.png", np.zeros((5, 5), np.uint8))
     (voc / "ImageSets" / "Segmentation" / "one.txt").write_text("a\n")
@@ -136,3 +136,10 @@ def test_check_command_reports_each_split_and_fails_on_a_broken_required_one(voc
     next((voc / "JPEGImages").iterdir()).unlink()
     assert main(["check", "voc", str(voc)]) == 1
     assert capsys.readouterr().out.startswith("MISSING train: 1 of ")
+
+
+def test_voc_layout_reads_lossless_png_images(voc):
+    (voc / "JPEGImages" / "b.jpg").unlink()
+    noise = np.random.default_rng(0).integers(0, 256, (8, 12, 3), dtype=np.uint8)  # JPEG would alter it
+    write(voc / "JPEGImages" / "b.png", noise)
+    np.testing.assert_array_equal(VOCLayout(voc).arrays()[0][1], noise)

@@ -19,6 +19,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .. import beco, segmentation
+from ..batches import array_batches
 from ..classes import IGNORE_INDEX, ClassVocab
 from ..dataset import DatasetWriter, Settings, load_sample, merge
 from ..identity import model_identity, scheduler_identity
@@ -128,20 +129,11 @@ def rendered(n: int, seed0: int, domain: str = "source", max_objects: int = 2) -
     return images, labels, np.ones(labels.shape, bool)
 
 
-def _batches(data: Arrays, batch_size: int, seed: int) -> Callable[[int], Arrays]:
-    n = len(data[0])
-
-    def batch(step: int) -> Arrays:
-        idx = np.random.default_rng([seed, step]).choice(n, size=batch_size, replace=n < batch_size)
-        return tuple(x[idx] for x in data)
-    return batch
-
-
 def fit(method: str, data: Arrays, num_classes: int, seed: int = 0, config: SegConfig = SegConfig(),
         desc: str | None = None, device: str = "cpu") -> Predict:
     """Train a segmenter on ``device`` on ``data``: ``"supervised"`` (cross-entropy on every labelled
     pixel) or ``"beco"`` (two networks co-trained on the reliability maps); returns its predictor."""
-    batches = _batches(data, config.batch_size, seed)
+    batches = array_batches(data, config.batch_size, seed)
     arch = {**dict(config.arch), "device": device}
     if method == "supervised":
         model = segmentation.build(num_classes, seed=seed, **arch)
