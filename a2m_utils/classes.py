@@ -91,7 +91,8 @@ CITYSCAPES = ClassVocab(
 )
 CITYSCAPES_PROMPT_WORDS = {"terrain": "sand", "vegetation": "plant"}
 
-# Evaluation label spaces: what each validation set's ids mean, and the vocabularies that map onto it.
+# Evaluation label spaces: what each validation set's ids mean, and the vocabularies that map onto it
+# (a plugin adds its own, e.g. the toy world's).
 LABEL_SPACES = {"voc": VOC, "cityscapes": CITYSCAPES, "fgbg": None}
 
 
@@ -102,7 +103,8 @@ def to_eval_ids(vocab: ClassVocab, space: str) -> np.ndarray:
     - ``cityscapes``: the 19 train ids (id - 1). Every Cityscapes pixel has a class, so Eq. 5's
       background means "no named class won here", not a class: it becomes 255 (ignored in
       training), rather than being forced onto some class;
-    - ``fgbg``: ImageNet-S foreground/background, any class 1, background 0 (Table 3).
+    - ``fgbg``: ImageNet-S foreground/background, any class 1, background 0 (Table 3);
+    - a space a plugin registers (e.g. ``toy``): the identity for its own vocabulary.
     255 (ignore) stays 255. A vocabulary that is not the space's raises, naming both."""
     if space not in LABEL_SPACES:
         raise ValueError(f"unknown label space {space!r}; expected one of {sorted(LABEL_SPACES)}")
@@ -115,5 +117,5 @@ def to_eval_ids(vocab: ClassVocab, space: str) -> np.ndarray:
         raise ValueError(f"the dataset's vocabulary ({', '.join(vocab.names[1:4])}, ... {n} ids) is not the "
                          f"{space} label space ({', '.join(LABEL_SPACES[space].names[1:4])}, ...): generate with "
                          f"the {space} vocabulary or evaluate on a matching set")
-    table[:n] = np.arange(n) if space == "voc" else np.r_[IGNORE_INDEX, np.arange(n - 1)]
+    table[:n] = np.r_[IGNORE_INDEX, np.arange(n - 1)] if space == "cityscapes" else np.arange(n)
     return table

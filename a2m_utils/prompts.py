@@ -84,4 +84,11 @@ def cityscapes_prompts(n: int, seed: int = 0, domain_token: str | None = None,
     return out
 
 
-SETS = {"voc-coco": coco_captions, "imagenet-s": template_prompts, "cityscapes": cityscapes_prompts}
+def class_prompt(names: Sequence[str]) -> str:
+    """A prompt naming classes, "a photo of a dog and a cat" (the paper's prompts from ground-truth
+    labels for null-text inversion, Sec. 4.5)."""
+    words = [f"{'an' if n[0] in 'aeiou' else 'a'} {n}" for n in names]
+    if not words:
+        raise ValueError("a class prompt needs at least one class")
+    return "a photo of " + (", ".join(words[:-1]) + " and " if len(words) > 1 else "") + words[-1]
+

@@ -1,4 +1,4 @@
-"""What the command line and the study can name: pipeline classes, vocabularies and prompt sets.
+"""What the command line and the study can name: pipeline classes, vocabularies, prompt sets and datasets.
 
 The core registers its own (VOC, Cityscapes, COCO captions, templates); a plugin such as the
 toy world (``a2m_utils.toy``, declared under the ``a2m_utils.plugins`` entry point in
@@ -41,6 +41,13 @@ PROMPT_SETS: dict[str, tuple[str, Callable[..., list[Prompt]]]] = {
     "imagenet-s": ("voc", lambda a: template_prompts(VOC, a.n, a.seeds_per_prompt, a.seed)),
     "cityscapes": ("cityscapes", lambda a: cityscapes_prompts(a.n, a.seed, a.domain_token)),
 }
+
+# Named datasets a plugin writes on demand: name -> (its label space in classes.LABEL_SPACES, a function of a
+# root folder that returns the dataset's VOC-layout folder, written under that root the first time).
+DATASETS: dict[str, tuple[str, Callable[[Path], Path]]] = {}
+# vocabulary name -> a loader of a segmenter that gives reference masks for generated images (the toy world's
+# oracle; real-world vocabularies have none: their pseudo-masks are scored only through the segmenters they train)
+ORACLES: dict[str, Callable[[], torch.nn.Module]] = {}
 
 
 def load_plugins() -> None:

@@ -1,6 +1,6 @@
 """Plain training vs BECO as the segmenters train longer: the toy study's 500 generated images
 (notebook 06's cached dataset, the toy preset) and as many rendered images with exact labels,
-scored on rendered development images (``experiments.DEV_SEED0 + 2 * 10**8``) that no notebook
+scored on rendered development images (``toy.sets.DEV_SEED0 + 2 * 10**8``) that no notebook
 uses. Prints one JSON line per (steps, method, seed).
 
     python scripts/segmenter_length.py [--steps 250 1000] [--seeds 0] [--n 500] [--n-val 300]
@@ -15,9 +15,10 @@ from dataclasses import replace
 
 import torch
 
-from a2m_utils.registry import PRESETS
 from a2m_utils.study import experiments
-from a2m_utils.toy.world import TOY, toy_prompts
+from a2m_utils.study.combination import Study
+from a2m_utils.toy.sets import DEV_SEED0
+from a2m_utils.toy.world import TOY, rendered, toy_prompts
 
 
 def main() -> None:
@@ -29,12 +30,12 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    pipe = experiments.pipeline("toy")
-    synthetic = experiments.arrays(experiments.cached_dataset(pipe, toy_prompts(a.n), PRESETS["toy"].settings,
-                                                              "toy-main"))
-    train = {"real-supervised": ("supervised", experiments.rendered(a.n, experiments.REAL_SEED0)),
+    study = Study()
+    synthetic = study.generated(study.pipeline(), toy_prompts(a.n), study.settings(), "toy-main")
+    train = {"real-supervised": ("supervised", study.real(a.n)),
              "attn2mask": ("supervised", synthetic), "attn2mask+BECO": ("beco", synthetic)}
-    val = experiments.rendered(a.n_val, experiments.DEV_SEED0 + 2 * 10**8)
+    images, labels = rendered(range(DEV_SEED0 + 2 * 10**8, DEV_SEED0 + 2 * 10**8 + a.n_val))
+    val = images, labels
     for steps in a.steps:
         config = replace(experiments.SegConfig(), steps=steps)
         for seed in a.seeds:

@@ -1,5 +1,5 @@
 """The toy preset's sampler, guidance and background prior beta (Eq. 5), chosen on development
-seeds that no notebook generates, trains or evaluates on (``experiments.DEV_SEED0``).
+seeds that no notebook generates, trains or evaluates on (``toy.sets.DEV_SEED0``).
 
 For each sampler setting, 64 two-object prompts are generated once; for each beta their
 pseudo-masks (Eqs. 4-6, dCRF) are scored against the oracle's masks of the same images
@@ -24,7 +24,7 @@ import torch
 import a2m_utils as a2m
 from a2m_utils import masks, segmentation
 from a2m_utils.registry import PRESETS
-from a2m_utils.study.experiments import DEV_SEED0
+from a2m_utils.toy.sets import DEV_SEED0
 from a2m_utils.toy import world as toyworld
 from a2m_utils.toy.oracle import check_generation, load_or_train_oracle
 from a2m_utils.toy.probe import rendered_attention_by_beta

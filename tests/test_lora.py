@@ -224,22 +224,25 @@ def test_bad_input(tmp_path):
 
 def test_cached_adaptation_is_keyed_by_the_base_weights_not_their_path(tmp_path):
     """A model retrained in place must not reuse a LoRA trained on the old weights."""
+    from a2m_utils.study.combination import Study
     from a2m_utils.study.experiments import adapted_pipeline
     from a2m_utils.toy.pipeline import load_toy
 
     images = np.stack([toyworld.make_sample(i).image for i in range(2)])
-    kw = {"images": images, "steps": 1, "lr": 1e-3, "batch_size": 2, "root": tmp_path / "data"}
+    kw = {"images": images, "instance_prompt": "in sks world", "steps": 1, "lr": 1e-3, "batch_size": 2,
+          "root": tmp_path / "data"}
+    study = lambda: Study(model=str(tmp_path / "model"), device="cpu")
     model = load_toy()
     model.save_pretrained(tmp_path / "model")
-    first = adapted_pipeline(str(tmp_path / "model"), **kw)
+    first = adapted_pipeline(study(), **kw)
     assert lora_parameters(first) and model_identity(first) != model_identity(load_toy(tmp_path / "model"))
     runs = sorted((tmp_path / "data").glob("lora-*"))
     assert len(runs) == 1 and (runs[0] / "lora" / "pytorch_lora_weights.safetensors").is_file()
-    again = adapted_pipeline(str(tmp_path / "model"), **kw)  # same weights: the run is reused
+    again = adapted_pipeline(study(), **kw)  # same weights: the run is reused
     assert sorted((tmp_path / "data").glob("lora-*")) == runs and model_identity(again) == model_identity(first)
     with torch.no_grad():  # retrained in place: every weight differs
         for p in model.unet.parameters():
             p.add_(1e-3)
     model.save_pretrained(tmp_path / "model")
-    adapted_pipeline(str(tmp_path / "model"), **kw)
+    adapted_pipeline(study(), **kw)
     assert len(list((tmp_path / "data").glob("lora-*"))) == 2

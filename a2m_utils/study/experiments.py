@@ -1,10 +1,5 @@
-"""The toy study's shared steps (notebooks 03-06): cached datasets, segmenters trained and scored, tables.
-
-Seeds are split into disjoint ranges so that no rendered image is both trained on and
-evaluated: the toy model and the oracle train below ``10**9``; notebooks draw their
-"real" training images from ``REAL_SEED0`` and their validation images from ``VAL_SEED0``;
-the toy preset was chosen on ``DEV_SEED0`` (``scripts/toy_preset_sweep.py``).
-"""
+"""The study's shared steps (notebooks 03-06): cached datasets, segmenters trained and scored, tables.
+The datasets come from a combination (``combination.Study``); nothing here knows the toy world."""
 
 from __future__ import annotations
 
@@ -24,24 +19,18 @@ from ..classes import IGNORE_INDEX, ClassVocab
 from ..dataset import DatasetWriter, Settings, load_sample, merge
 from ..identity import model_identity, scheduler_identity
 from ..lora import add_lora, save_lora, train_lora
-from ..masks import PseudoMask, pseudo_mask
+from ..masks import PseudoMask, class_maps, pseudo_mask
 from ..metrics import confusion_matrix, scores
 from ..nti import Inversion, invert
 from ..prompts import Prompt
 from ..refine import label_refined
-from ..registry import PRESETS, load_pipeline
+from ..registry import VOCABS
 from ..seg_data import VOCLayout, fg_bg
-from ..toy import world as toyworld
-from ..toy.probe import sample_mask
-from ..toy.world import INSTANCE_PROMPT, TOY
-from ..toy.world import rendered as rendered_toy
+from ..tokens import class_positions
 from . import paper
 from .report import REPO, md_table, plain
 
 DATA = REPO / "data"  # generated datasets, cached between runs (not committed)
-REAL_SEED0 = 6 * 10**9
-VAL_SEED0 = 7 * 10**9
-DEV_SEED0 = 8 * 10**9
 Arrays = tuple[np.ndarray, np.ndarray, np.ndarray]  # images, labels, reliability
 Predict = Callable[[np.ndarray], np.ndarray]
 
@@ -64,6 +53,17 @@ class SegConfig:
     arch: tuple = tuple(segmentation.TOY.items())
 
 
+ARCHS = {"toy": segmentation.TOY, "paper": segmentation.PAPER}  # the notebooks' ``segmenter`` parameter
+
+
+def seg_config(segmenter: str, steps: int, batch_size: int, lr: float, optimizer: str,
+               augmentation: bool) -> SegConfig:
+    """The notebooks' segmenter parameters as a ``SegConfig``; ``segmenter`` names the network (``ARCHS``)."""
+    if segmenter not in ARCHS:
+        raise ValueError(f"unknown segmenter {segmenter!r}; expected one of {sorted(ARCHS)}")
+    return SegConfig(steps, batch_size, lr, optimizer, augmentation, tuple(ARCHS[segmenter].items()))
+
+
 # The paper's segmenter training (Sec. 4): DeepLabv3+ ResNet-50 with an ImageNet-pretrained encoder, SGD
 # lr 0.01, weight decay 1e-4, batch 32, poly schedule, crop-and-flip; 20,000 iterations, the schedule of
 # mmsegmentation's deeplabv3plus_r50-d8_512x512_20k_voc12aug config (the paper does not state its count).
@@ -72,21 +72,13 @@ PAPER_SEG = SegConfig(steps=20_000, batch_size=32, lr=0.01, optimizer="sgd", aug
                       arch=tuple(segmentation.PAPER.items()))
 
 
-def pipeline(preset: str = "toy", model: str | Path | None = None, scheduler: str | None = None,
-             device: str = "cpu"):
-    """The study's pipeline: ``model`` (a folder or hub id; default the preset's) with ``scheduler``
-    (a diffusers class name; default the preset's)."""
-    p = PRESETS[preset]
-    return load_pipeline(model or p.model, device, scheduler=scheduler or p.scheduler)
-
-
-def cached_dataset(pipe, prompts: Sequence[Prompt], settings: Settings, name: str,
-                   vocab: ClassVocab = TOY, root: Path = DATA, progress: bool = True) -> Path:
-    """Generate (or resume, or reuse) a dataset in ``root/<name>-<hash of settings and prompts>``."""
+def cached_dataset(pipe, prompts: Sequence[Prompt], settings: Settings, name: str, root: Path = DATA,
+                   progress: bool = True) -> Path:
+    """Generate (or resume, or reuse) a dataset in ``root/<name>-<hash of settings, model and prompts>``."""
     key = json.dumps([settings.to_json(), model_identity(pipe), scheduler_identity(pipe.scheduler),
                       [p.__dict__ for p in prompts]], sort_keys=True)
     folder = root / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
-    DatasetWriter(folder, pipe, vocab, prompts, settings).run(progress=progress)
+    DatasetWriter(folder, pipe, VOCABS[settings.vocab], prompts, settings).run(progress=progress)
     merge(folder)
     return folder
 
@@ -121,12 +113,6 @@ def relabel(folder: Path, method: str, beta: float = 0.2, theta: float = 128) ->
         else:
             labels.append(pseudo_mask(s["maps"], s["class_ids"], s["image"], method, beta, theta=theta).label)
     return np.stack(labels)
-
-
-def rendered(n: int, seed0: int, domain: str = "source", max_objects: int = 2) -> Arrays:
-    """``n`` rendered images with exact labels (all pixels reliable)."""
-    images, labels = rendered_toy(range(seed0, seed0 + n), domain=domain, max_objects=max_objects)
-    return images, labels, np.ones(labels.shape, bool)
 
 
 def fit(method: str, data: Arrays, num_classes: int, seed: int = 0, config: SegConfig = SegConfig(),
@@ -188,12 +174,13 @@ def pseudo_mask_scores(labels: np.ndarray, truth: np.ndarray, num_classes: int) 
     return scores(conf) | {"labelled": float(kept.mean())}
 
 
-def table5_conclusions(rows: Sequence[dict]) -> list[str]:
-    """The paper's Table 5 claims checked against measured rows (``segmenter_mIoU`` per variant)."""
+def table5_conclusions(rows: Sequence[dict], preset_beta: float) -> list[str]:
+    """The paper's Table 5 claims checked against measured rows (``segmenter_mIoU`` per variant);
+    ``preset_beta``: the study preset's beta, the baseline of the refinement."""
     got = {r["post_processing"]: r["segmenter_mIoU"] for r in rows}
     paper_order = sorted((k for k in got if k in paper.TABLE5), key=paper.TABLE5.get, reverse=True)
     ours = sorted(paper_order, key=got.get, reverse=True)
-    best, preset = ours[0], f"dcrf beta {PRESETS['toy'].settings.beta:g}"
+    best, preset = ours[0], f"dcrf beta {preset_beta:g}"
     return [
         (f"Paper: dCRF beta = 0.2 is best ({paper.TABLE5['dcrf beta 0.2']}). Here the best of the paper's variants "
          f"is {best} ({got[best]:.3f}): {'reproduced' if best == 'dcrf beta 0.2' else 'not reproduced'}."),
@@ -203,23 +190,26 @@ def table5_conclusions(rows: Sequence[dict]) -> list[str]:
          f"{max(got['dcrf beta 0'], got['dcrf beta 0.2']):.3f}, the best threshold/Otsu "
          f"{max(got['threshold 64'], got['threshold 128'], got['otsu']):.3f}."),
         f"Ranking here: {' > '.join(ours)}; in the paper: {' > '.join(paper_order)}.",
-        *([(f"Self-attention refinement: {refined:.3f} vs {preset} (the toy preset) {got[preset]:.3f}: it "
+        *([(f"Self-attention refinement: {refined:.3f} vs {preset} (the preset's) {got[preset]:.3f}: it "
             f"{'beats' if refined > got[preset] else 'does not beat'} it.")]
           if (refined := got.get("self-attention refinement")) is not None else []),
     ]
 
 
-def inverted_masks(pipe, samples: Sequence[toyworld.ToySample], num_steps: int, guidance_scale: float,
-                   inner_steps: int = 10, beta: float = PRESETS["toy"].settings.beta, batch_size: int = 20
-                   ) -> tuple[list[Inversion], list[PseudoMask]]:
-    """Null-text inversion of rendered images with their true captions, ``batch_size`` at a time,
-    and the pseudo-masks (Eqs. 4-6, dCRF) of the regenerated attention (Table 6)."""
+def inverted_masks(pipe, images: np.ndarray, captions: Sequence[str], vocab: ClassVocab, num_steps: int,
+                   guidance_scale: float, inner_steps: int = 10, beta: float = 0.2, r: float = 0.5,
+                   batch_size: int = 20) -> tuple[list[Inversion], list[PseudoMask]]:
+    """Null-text inversion of real images with their captions, ``batch_size`` at a time, and the
+    pseudo-masks (Eqs. 4-6, dCRF) of the attention captured while regenerating them (Table 6)."""
     inversions: list[Inversion] = []
-    for i in tqdm(range(0, len(samples), batch_size), desc="null-text inversion", unit="batch"):
-        chunk = samples[i:i + batch_size]
-        inversions += invert(pipe, np.stack([s.image for s in chunk]), [s.caption for s in chunk], num_steps,
+    for i in tqdm(range(0, len(images), batch_size), desc="null-text inversion", unit="batch"):
+        inversions += invert(pipe, images[i:i + batch_size], list(captions[i:i + batch_size]), num_steps,
                              guidance_scale, inner_steps=inner_steps)
-    masks = [sample_mask(i.attention, s, pipe.tokenizer, "dcrf", beta) for i, s in zip(inversions, samples)]
+    masks = []
+    for inv, caption, image in zip(inversions, captions, images):
+        positions = class_positions(caption, pipe.tokenizer, vocab)
+        masks.append(pseudo_mask(class_maps(inv.attention, positions), [vocab.index(c) for c in positions], image,
+                                 "dcrf", beta, r))
     return inversions, masks
 
 
@@ -232,17 +222,17 @@ def table6_conclusions(rows: Sequence[dict]) -> list[str]:
              f"NTI train {train:.3f}, NTI val {val:.3f}: {verdict}.")]
 
 
-def adapted_pipeline(model: str | Path, images: np.ndarray, steps: int, lr: float, batch_size: int, rank: int = 4,
-                     seed: int = 0, scheduler: str | None = None, device: str = "cpu", root: Path = DATA):
-    """The pipeline at ``model`` with a DreamBooth-LoRA trained on unlabeled ``images`` (Table 4),
-    cached (and resumed) in ``root/lora-<hash>`` (of the base model's identity, the images and the
-    settings). Its identity covers the adapter, so its datasets are cached apart from the base's."""
-    pipe = load_pipeline(model, device, scheduler=scheduler)
-    key = json.dumps([model_identity(pipe), steps, lr, batch_size, rank, seed,
+def adapted_pipeline(study, images: np.ndarray, instance_prompt: str, steps: int, lr: float, batch_size: int,
+                     rank: int = 4, seed: int = 0, root: Path = DATA):
+    """The study's pipeline with a DreamBooth-LoRA trained on unlabeled ``images`` (Table 4), cached
+    (and resumed) in ``root/lora-<hash>`` (of the base model's identity, the images and the settings).
+    Its identity covers the adapter, so its datasets are cached apart from the base's."""
+    pipe = study.pipeline()
+    key = json.dumps([model_identity(pipe), instance_prompt, steps, lr, batch_size, rank, seed,
                       hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest()])
     run_dir = root / f"lora-{hashlib.sha256(key.encode()).hexdigest()[:10]}"
     add_lora(pipe, rank=rank, alpha=rank, seed=seed)
-    train_lora(pipe, images, INSTANCE_PROMPT, run_dir, steps=steps, lr=lr, batch_size=batch_size, seed=seed)
+    train_lora(pipe, images, instance_prompt, run_dir, steps=steps, lr=lr, batch_size=batch_size, seed=seed)
     save_lora(pipe, run_dir / "lora")
     return pipe
 

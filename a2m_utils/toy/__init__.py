@@ -2,8 +2,12 @@
 text-to-image pipeline trained on it (``models/toy-t2i``). A plugin of the core: importing it
 registers its pipeline class, vocabulary and prompt sets (``a2m_utils.registry``)."""
 
-from .. import registry
+from functools import partial
+
+from .. import classes, registry
 from ..dataset import Settings
+from . import sets
+from .oracle import load_or_train_oracle
 from .pipeline import TOY_DEFAULT, ToyPipeline, ToyTextEncoder, load_toy
 from .world import TOY, make_sample, toy_prompts, toy_template_prompts
 
@@ -19,6 +23,9 @@ registry.PRESETS["toy"] = registry.Preset(str(TOY_DEFAULT), "DDIMScheduler", Set
     self_attention_res=16))
 registry.PROMPT_SETS["toy"] = ("toy", lambda a: toy_prompts(a.n, a.seed, domain=a.domain))
 registry.PROMPT_SETS["toy-template"] = ("toy", lambda a: toy_template_prompts(a.n, a.seeds_per_prompt, a.seed))
+classes.LABEL_SPACES["toy"] = TOY
+registry.ORACLES["toy"] = load_or_train_oracle
+registry.DATASETS.update({name: ("toy", partial(sets.voc_folder, name)) for name in sets.SETS})
 
 __all__ = ["TOY", "TOY_DEFAULT", "ToyPipeline", "ToyTextEncoder", "load_toy", "make_sample", "toy_prompts",
            "toy_template_prompts"]

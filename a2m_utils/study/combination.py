@@ -1,0 +1,162 @@
+"""A study is a combination (DESIGN.md, principle 2): a pipeline, a prompt set, a real training
+set, a validation set and a preset. The toy world is the default combination; a profile names
+another, e.g. Stable Diffusion with PASCAL VOC. Notebooks 01-06 run the same cells on either.
+
+A dataset is named by a spec: a name a plugin registers (``registry.DATASETS``, e.g. ``"toy"``,
+written once as a VOC-layout folder under ``data/``), or ``"<kind>:<path>"`` with kind ``voc``,
+``cityscapes`` or ``imagenet-s`` (``seg_data``'s readers; ``python -m a2m_utils.seg_data check``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from functools import cached_property
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+
+from ..classes import IGNORE_INDEX, LABEL_SPACES, ClassVocab, to_eval_ids
+from ..dataset import Settings
+from ..prompts import Prompt, class_prompt
+from ..registry import DATASETS, ORACLES, PRESETS, PROMPT_SETS, VOCABS, load_pipeline, load_plugins
+from ..segmentation import predict
+from ..seg_data import SegFiles, VOCLayout, cityscapes, imagenet_s_fgbg
+from .experiments import DATA, Arrays, arrays, cached_dataset
+
+# kind -> (label space, reader of (path, split, size), the split of each role)
+KINDS = {
+    "voc": ("voc", lambda p, s, size: VOCLayout(p, s, size=size), {"train": "train_aug", "val": "val"}),
+    "cityscapes": ("cityscapes", lambda p, s, size: cityscapes(p, s, size), {"train": "train", "val": "val"}),
+    "imagenet-s": ("fgbg", lambda p, s, size: imagenet_s_fgbg(p, s, size), {"train": "train", "val": "validation"}),
+}
+
+
+def parse_set(spec: str) -> tuple[str, str, str | None]:
+    """(kind, label space, path or None) of a dataset spec."""
+    if spec in DATASETS:
+        return spec, DATASETS[spec][0], None
+    kind, sep, path = spec.partition(":")
+    if not sep or kind not in KINDS or not path:
+        raise ValueError(f"unknown dataset {spec!r}: expected one of {sorted(DATASETS)} or '<kind>:<path>' "
+                         f"with kind one of {sorted(KINDS)}")
+    return kind, KINDS[kind][0], path
+
+
+def open_set(spec: str, role: str, size: int | None = None, root: Path = DATA) -> SegFiles:
+    """The ``role`` ("train" or "val") split of a dataset spec; VOC's train role is ``train_aug``
+    (SBD's augmented labels) when the folder has it, else ``train``."""
+    kind, _, path = parse_set(spec)
+    if path is None:
+        return VOCLayout(DATASETS[kind][1](root), role, with_reliability=False, size=size)
+    split = KINDS[kind][2][role]
+    if kind == "voc" and role == "train" and not (Path(path) / "ImageSets/Segmentation/train_aug.txt").exists():
+        split = "train"
+    return KINDS[kind][1](path, split, size)
+
+
+def first(files: SegFiles, n: int | None, what: str) -> Arrays:
+    """The first ``n`` items (all for None) as arrays; asking for more than there are is an error."""
+    if n is not None and n > len(files):
+        raise ValueError(f"{what} has {len(files)} images, {n} were asked for")
+    return files.arrays(range(len(files) if n is None else n))
+
+
+@dataclass(frozen=True)
+class Study:
+    """One combination; every field is a papermill parameter of the notebooks."""
+
+    preset: str = "toy"  # registry.PRESETS: sampling and mask settings, and the default model
+    model: str | None = None  # a pipeline folder or hub id; None: the preset's
+    scheduler: str | None = None  # a diffusers scheduler class name; None: the preset's
+    prompts: str = "toy"  # registry.PROMPT_SETS; it fixes the vocabulary
+    coco_captions: str | None = None  # the COCO captions JSON of the "voc-coco" prompt set
+    train_set: str = "toy"  # the real training set (spec)
+    val_set: str = "toy"  # the validation set (spec)
+    image_size: int | None = None  # real images resized to this square (generated ones' size); None: as stored
+    device: str | None = None  # None: "cuda" when there is a GPU, else "cpu"
+
+    def __post_init__(self) -> None:
+        load_plugins()  # the toy world registers its presets, prompt sets and datasets
+        object.__setattr__(self, "device", self.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        for name, table in (("preset", PRESETS), ("prompts", PROMPT_SETS)):
+            if getattr(self, name) not in table:
+                raise ValueError(f"unknown {name} {getattr(self, name)!r}; expected one of {sorted(table)}")
+        for spec in (self.train_set, self.val_set):
+            parse_set(spec)
+
+    @cached_property
+    def vocab(self) -> ClassVocab:
+        return VOCABS[PROMPT_SETS[self.prompts][0]]
+
+    @property
+    def space(self) -> str:
+        """The validation set's label space."""
+        return parse_set(self.val_set)[1]
+
+    @property
+    def num_classes(self) -> int:
+        return 2 if self.space == "fgbg" else LABEL_SPACES[self.space].num_classes
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return ("background", "foreground") if self.space == "fgbg" else LABEL_SPACES[self.space].names
+
+    def with_(self, **changes) -> Study:
+        return replace(self, **changes)
+
+    def pipeline(self, model: str | Path | None = None):
+        p = PRESETS[self.preset]
+        return load_pipeline(model or self.model or p.model, self.device, scheduler=self.scheduler or p.scheduler)
+
+    def settings(self, **changes) -> Settings:
+        """The preset's dataset settings with ``changes``, on this study's vocabulary."""
+        return replace(PRESETS[self.preset].settings, vocab=PROMPT_SETS[self.prompts][0], **changes)
+
+    def prompt_list(self, n: int, seed: int = 0, target: bool = False, prompts: str | None = None) -> list[Prompt]:
+        """``n`` prompts of the prompt set (for template sets, ``n`` per class); ``target``: the
+        domain-token variant (the toy world's target domain, Cityscapes' "sks")."""
+        name = prompts or self.prompts
+        args = SimpleNamespace(n=n, seed=seed, seeds_per_prompt=1, coco_json=self.coco_captions,
+                               domain="target" if target else "source", domain_token="sks" if target else None)
+        return PROMPT_SETS[name][1](args)
+
+    def generated(self, pipe, prompts: list[Prompt], settings: Settings, name: str, n: int | None = None) -> Arrays:
+        """The first ``n`` images, pseudo-masks (in the validation set's label space) and reliability maps
+        of the dataset ``pipe`` generates from ``prompts``, cached under ``data/<name>-<hash>``."""
+        images, labels, reliable = (x[:n] for x in arrays(cached_dataset(pipe, prompts, settings, name)))
+        labels = self.to_eval(labels, VOCABS[settings.vocab])
+        return images, labels, reliable & (labels != IGNORE_INDEX)
+
+    def to_eval(self, labels: np.ndarray, vocab: ClassVocab | None = None) -> np.ndarray:
+        """Labels of a generated dataset (``vocab``, default the study's) in the validation set's label space."""
+        return to_eval_ids(vocab or self.vocab, self.space)[labels]
+
+    def oracle_masks(self, images: np.ndarray) -> np.ndarray | None:
+        """Reference masks of generated images from the vocabulary's oracle (``registry.ORACLES``), or None."""
+        name = PROMPT_SETS[self.prompts][0]
+        return predict(ORACLES[name](), images) if name in ORACLES else None
+
+    def real(self, n: int | None = None) -> Arrays:
+        """The first ``n`` images of the real training set (all, for None), all pixels reliable."""
+        return first(open_set(self.train_set, "train", self.image_size), n, f"{self.train_set} train")
+
+    def val(self, n: int | None = None) -> Arrays:
+        """The first ``n`` images of the validation set (all, for None)."""
+        return first(open_set(self.val_set, "val", self.image_size), n, f"{self.val_set} val")
+
+    def captions(self, n: int, role: str = "train") -> list[str]:
+        """A caption for each of the first ``n`` images of the training (or validation) set: the folder's
+        ``captions.json`` (id -> caption) where it has one, else a prompt naming the classes of the
+        image's label (the paper's null-text inversion prompts, Sec. 4.5)."""
+        spec = self.train_set if role == "train" else self.val_set
+        files = open_set(spec, role)
+        kind, _, path = parse_set(spec)
+        table = (DATASETS[kind][1](DATA) if path is None else Path(path)) / "captions.json"
+        if table.is_file():
+            captions = json.loads(table.read_text())
+            return [captions[p.stem] for p in files.images[:n]]
+        names = self.class_names
+        return [class_prompt([names[c] for c in np.unique(files[i][1]) if 0 < c < len(names)]) for i in range(n)]

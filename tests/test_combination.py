@@ -1,0 +1,84 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from a2m_utils.classes import voc_palette
+from a2m_utils.study.combination import Study, open_set, parse_set
+from a2m_utils.toy import sets
+from a2m_utils.toy.world import make_sample, rendered
+
+
+def voc_folder(root, labels):
+    """A tiny PASCAL VOC folder: one train and one val image per label map, no captions."""
+    for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        (root / sub).mkdir(parents=True)
+    for split in ("train", "val"):
+        ids = [f"{split}{k}" for k in range(len(labels))]
+        for sid, label in zip(ids, labels):
+            Image.fromarray(np.full((*label.shape, 3), 90, np.uint8)).save(root / "JPEGImages" / f"{sid}.jpg")
+            img = Image.fromarray(label, mode="P")
+            img.putpalette(voc_palette().ravel().tolist())
+            img.save(root / "SegmentationClass" / f"{sid}.png")
+        (root / "ImageSets" / "Segmentation" / f"{split}.txt").write_text("\n".join(ids))
+    return root
+
+
+def test_the_toy_sets_are_the_rendered_scenes_read_back_losslessly():
+    study = Study(device="cpu")
+    images, labels, reliable = study.real(7)
+    want = rendered(range(sets.REAL_SEED0, sets.REAL_SEED0 + 7))
+    np.testing.assert_array_equal(images, want[0])
+    np.testing.assert_array_equal(labels, want[1])
+    assert reliable.all()
+    np.testing.assert_array_equal(study.val(3)[1], rendered(range(sets.VAL_SEED0, sets.VAL_SEED0 + 3))[1])
+    assert study.captions(2, "val")[0].startswith("a ")  # the scenes' own captions (captions.json)
+
+
+def test_an_interrupted_toy_set_is_rewritten_not_reused(tmp_path, monkeypatch):
+    calls = []
+
+    def failing(seed, **kw):
+        calls.append(seed)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return make_sample(seed, **kw)
+
+    monkeypatch.setattr(sets, "make_sample", failing)
+    with pytest.raises(KeyboardInterrupt):
+        sets.voc_folder("toy-one-object", tmp_path)
+    assert [p.name for p in tmp_path.iterdir()][0].endswith(".partial")  # no folder under the final name
+    monkeypatch.setattr(sets, "make_sample", make_sample)
+    folder = sets.voc_folder("toy-one-object", tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == [folder.name]
+    assert len((folder / "ImageSets/Segmentation/train.txt").read_text().split()) == sets.SETS["toy-one-object"].n_train
+
+
+def test_real_datasets_are_named_by_kind_and_path(tmp_path):
+    label = np.zeros((8, 8), np.uint8)
+    label[2:5, 2:5] = 12  # dog
+    label[6:, 6:] = 8  # cat
+    root = voc_folder(tmp_path / "voc", [label])
+    study = Study(prompts="imagenet-s", train_set=f"voc:{root}", val_set=f"voc:{root}", device="cpu")
+    assert study.space == "voc" and study.num_classes == 21
+    np.testing.assert_array_equal(study.val()[1][0], label)
+    assert study.captions(1) == ["a photo of a cat and a dog"]  # no captions.json: the label's classes
+    assert parse_set(f"cityscapes:{root}") == ("cityscapes", "cityscapes", str(root))
+    with pytest.raises(ValueError, match="2 were asked for"):
+        study.real(2)
+
+
+def test_bad_specs_and_mismatched_vocabularies_are_named():
+    with pytest.raises(ValueError, match=r"unknown dataset 'pascal'.*'<kind>:<path>'"):
+        Study(val_set="pascal")
+    with pytest.raises(ValueError, match="unknown prompts 'coco'"):
+        Study(prompts="coco")
+    with pytest.raises(FileNotFoundError, match="PASCAL VOC layout"):
+        open_set("voc:/nowhere", "val")
+    study = Study(val_set="voc:/nowhere", device="cpu")  # the toy vocabulary scored in VOC's label space
+    with pytest.raises(ValueError, match=r"vocabulary \(circle, square, triangle.*is not the voc label space"):
+        study.to_eval(np.zeros((2, 2), np.uint8))
+
+
+def test_cityscapes_background_is_ignored_not_a_class(tmp_path):
+    study = Study(prompts="cityscapes", val_set=f"cityscapes:{tmp_path}", device="cpu")
+    np.testing.assert_array_equal(study.to_eval(np.array([0, 1, 19, 255], np.uint8)), [255, 0, 18, 255])
