@@ -1,6 +1,8 @@
 """Cross-attention capture through diffusers' attention-processor API (Eqs. 1-3).
 
-``capture_attention(unet, ...)`` installs a capturing processor on every
+One function per equation, on one diffusers ``Attention`` layer: ``attention_probs`` (Eq. 2),
+``attend`` (Eq. 1), ``token_maps`` (Eq. 3); ``layer_inputs`` records what enters one layer, to
+call them on a real example. ``capture_attention(unet, ...)`` installs a capturing processor on every
 cross-attention (``attn2``) layer of a ``UNet2DConditionModel`` and restores the
 original processors on exit. At the selected denoising steps the processor computes
 the attention probabilities A(Q, K) = softmax(QK^T / sqrt(d)) explicitly (Eq. 2),
@@ -21,6 +23,37 @@ import torch
 import torch.nn.functional as F
 
 Steps = int | range | Sequence[int] | None
+
+
+def attention_probs(attn, f: torch.Tensor, s: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Eq. 2: A(Q, K) = Softmax(QK^T / sqrt(dim K)) of the ``Attention`` layer ``attn``, the queries Q
+    from the image features ``f`` (B, N, C), the keys K from the text embedding ``s`` (B, L, D); per
+    head: (B * heads, N, L), each location's row summing to 1 over the L tokens."""
+    query = attn.head_to_batch_dim(attn.to_q(f))
+    key = attn.head_to_batch_dim(attn.to_k(s))
+    return attn.get_attention_scores(query, key, mask)
+
+
+def attend(attn, probs: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    """Eq. 1: Transformer(Q, K, V) = A(Q, K) V, the values V from the text embedding ``s``, heads
+    merged again: (B, N, heads * d), before the layer's output projection ``attn.to_out``."""
+    return attn.batch_to_head_dim(torch.bmm(probs, attn.head_to_batch_dim(attn.to_v(s))))
+
+
+def token_maps(probs: torch.Tensor, heads: int, hw: tuple[int, int]) -> torch.Tensor:
+    """Eq. 3: attention probabilities (B * heads, N, L) of a layer of spatial size ``hw`` (h * w = N)
+    as one map per token, mean over heads: (B, L, h, w), the paper's W x H x L, channels first."""
+    return probs.unflatten(0, (-1, heads)).float().mean(1).transpose(1, 2).unflatten(2, tuple(hw))
+
+
+def _layer_hw(latent_hw: tuple[int, int], tokens: int) -> tuple[int, int]:
+    """Spatial size of a layer whose query has ``tokens`` positions, for latents of size ``latent_hw``."""
+    H, W = latent_hw
+    f = math.sqrt(H * W / tokens)
+    h, w = round(H / f), round(W / f)
+    if h * w != tokens:
+        raise ValueError(f"cannot infer the layout of {tokens} query tokens for latents {H}x{W}")
+    return h, w
 
 
 def _step_set(steps: Steps) -> frozenset[int] | None:
@@ -80,28 +113,25 @@ class AttentionStore:
 
     def layer_hw(self, tokens: int) -> tuple[int, int]:
         """Spatial size of a layer whose query has ``tokens`` positions."""
-        H, W = self._latent_hw
-        f = math.sqrt(H * W / tokens)
-        h, w = round(H / f), round(W / f)
-        if h * w != tokens:
-            raise ValueError(f"cannot infer the layout of {tokens} query tokens for latents {H}x{W}")
-        return h, w
+        return _layer_hw(self._latent_hw, tokens)
+
+    def _conditional(self, probs: torch.Tensor, heads: int) -> torch.Tensor:
+        """(batch*heads, ...) -> the conditional half of a guidance batch [unconditional, conditional]."""
+        if not self.guidance:
+            return probs
+        if (probs.shape[0] // heads) % 2:
+            raise ValueError("guidance=True needs an even batch [unconditional, conditional]")
+        return probs[probs.shape[0] // 2:]
 
     def _keep(self, probs: torch.Tensor, heads: int) -> torch.Tensor:
         """(batch*heads, N, L) -> conditional half, mean over heads: (b, N, L)."""
-        probs = probs.unflatten(0, (-1, heads)).float()
-        if self.guidance:
-            if probs.shape[0] % 2:
-                raise ValueError("guidance=True needs an even batch [unconditional, conditional]")
-            probs = probs[probs.shape[0] // 2:]
-        return probs.mean(1)
+        return self._conditional(probs, heads).unflatten(0, (-1, heads)).float().mean(1)
 
     def add_cross(self, probs: torch.Tensor, heads: int) -> None:
         """Add one layer's cross-attention probabilities (batch*heads, N, L), summed per layer resolution."""
         self.calls += 1
-        maps = self._keep(probs, heads)
-        hw = self.layer_hw(maps.shape[1])
-        maps = maps.transpose(1, 2).unflatten(2, hw)
+        hw = self.layer_hw(probs.shape[1])
+        maps = token_maps(self._conditional(probs, heads), heads, hw)  # Eq. 3
         size = self.size or self._latent_hw
         if hw != tuple(size):
             maps = F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
@@ -187,12 +217,9 @@ class CaptureProcessor:
         if encoder_hidden_states is not None and attn.norm_cross:
             context = attn.norm_encoder_hidden_states(context)
         mask = attn.prepare_attention_mask(attention_mask, context.shape[1], batch)
-        query = attn.head_to_batch_dim(attn.to_q(hidden_states))
-        key = attn.head_to_batch_dim(attn.to_k(context))
-        value = attn.head_to_batch_dim(attn.to_v(context))
-        probs = attn.get_attention_scores(query, key, mask)
+        probs = attention_probs(attn, hidden_states, context, mask)  # Eq. 2
         (self.store.add_cross if self.cross else self.store.add_self)(probs, attn.heads)
-        out = attn.batch_to_head_dim(torch.bmm(probs, value))
+        out = attend(attn, probs, context)  # Eq. 1
         out = attn.to_out[1](attn.to_out[0](out))
         if len(shape) == 4:
             out = out.transpose(1, 2).reshape(shape)
@@ -204,6 +231,49 @@ class CaptureProcessor:
 def cross_attention_layers(unet) -> list[str]:
     """Processor names of the U-Net's cross-attention layers."""
     return [name for name in unet.attn_processors if ".attn2." in name]
+
+
+@dataclass
+class LayerInputs:
+    """What entered one cross-attention layer at one denoising step (filled by ``layer_inputs``)."""
+
+    name: str  # the layer's module name in the U-Net
+    attn: object  # the diffusers ``Attention`` module
+    f: torch.Tensor | None = None  # image features (B, N, C); under guidance B is [unconditional, conditional]
+    s: torch.Tensor | None = None  # text embedding (B, L, D)
+    hw: tuple[int, int] | None = None  # the layer's spatial size, h * w = N
+
+
+@contextmanager
+def layer_inputs(unet, step: int = 0, layer: str | None = None) -> Iterator[LayerInputs]:
+    """Record the inputs of one cross-attention layer (``layer``, a module name; default the first)
+    at denoising step ``step`` (one U-Net forward per step) of the sampling run inside the block,
+    to call ``attention_probs`` (Eq. 2), ``attend`` (Eq. 1) and ``token_maps`` (Eq. 3) on them."""
+    names = [n.removesuffix(".processor") for n in cross_attention_layers(unet)]
+    if not names or (layer is not None and layer not in names):
+        raise ValueError(f"no cross-attention layer {layer!r} in this U-Net; its layers: {names}")
+    seen = LayerInputs(layer or names[0], unet.get_submodule(layer or names[0]))
+    state = {"step": -1, "latent_hw": (0, 0)}
+
+    def on_unet(module, args, kwargs):
+        state["step"] += 1
+        state["latent_hw"] = tuple((args[0] if args else kwargs["sample"]).shape[-2:])
+
+    def on_layer(module, args, kwargs):
+        if state["step"] == step and seen.f is None:
+            seen.f = (args[0] if args else kwargs["hidden_states"]).detach()
+            seen.s = (kwargs.get("encoder_hidden_states") if len(args) < 2 else args[1]).detach()
+            seen.hw = _layer_hw(state["latent_hw"], seen.f.shape[1])
+
+    handles = [unet.register_forward_pre_hook(on_unet, with_kwargs=True),
+               seen.attn.register_forward_pre_hook(on_layer, with_kwargs=True)]
+    try:
+        yield seen
+    finally:
+        for h in handles:
+            h.remove()
+    if seen.f is None:
+        raise RuntimeError(f"step {step} never ran (last step index {state['step']})")
 
 
 @contextmanager

@@ -44,6 +44,12 @@ def resize(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return F.interpolate(t, size=size, mode="bilinear", align_corners=False)[0].numpy()
 
 
+def scale_maps(raw: np.ndarray, size: tuple[int, int], joint: bool = False) -> np.ndarray:
+    """Raw class maps A_c (C, h, w) of Eq. 4 at the image ``size``, min-max normalised to [0, 1]
+    (each map on its own, or all jointly): the maps that Eqs. 5 and 6 compare."""
+    return normalize(resize(np.asarray(raw, dtype=np.float32), size), joint=joint)
+
+
 def background(maps: np.ndarray, beta: float = 0.2) -> np.ndarray:
     """Eq. 5: A_0 = 1 - max_c A_c - beta, for maps normalised to [0, 1]."""
     return (1.0 - maps.max(0) - beta).astype(np.float32)
@@ -128,7 +134,7 @@ def pseudo_mask(raw: np.ndarray, class_ids: Sequence[int], image: np.ndarray, me
     """The pseudo-mask of one image from its raw class maps A_c (C, h, w) of Eq. 4: resize to the
     image, min-max normalise, background (Eq. 5), labels by ``method``, reliability (Eq. 6).
     Post-processing can be redone from stored class maps without regenerating."""
-    maps = normalize(resize(np.asarray(raw, dtype=np.float32), image.shape[:2]), joint=joint)
+    maps = scale_maps(raw, image.shape[:2], joint=joint)
     label = label_map(maps, class_ids, method, image=image, beta=beta, theta=theta)
     return PseudoMask(label, reliability(with_background(maps, beta), r), maps, list(class_ids))
 

@@ -30,8 +30,10 @@ class Preset:
     settings: Settings
 
 
-PRESETS: dict[str, Preset] = {  # the paper's: Stable Diffusion 1.4, DDPM 100 steps, maps of step 50 (Settings' defaults)
-    "sd": Preset("CompVis/stable-diffusion-v1-4", "DDPMScheduler", Settings(vocab="voc")),
+# The paper's: Stable Diffusion 1.4, DDPM 100 steps, maps of step 50 (Settings' defaults); self-attention at 32x32
+# latent pixels is kept for notebook 03's refinement beyond the paper (Dataset Diffusion).
+PRESETS: dict[str, Preset] = {
+    "sd": Preset("CompVis/stable-diffusion-v1-4", "DDPMScheduler", Settings(vocab="voc", self_attention_res=32)),
 }
 PIPELINES: dict[str, type] = {}  # model_index.json's _class_name -> a pipeline class diffusers does not know
 VOCABS: dict[str, ClassVocab] = {"voc": VOC, "cityscapes": CITYSCAPES}

@@ -12,7 +12,7 @@ import torch
 from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from .classes import VOC
+from .classes import CITYSCAPES, VOC
 
 # CompVis/stable-diffusion-v1-4 unet/config.json: 16 cross-attention layers with 8 heads at 64,
 # 32, 16 and 8 latent pixels.
@@ -71,9 +71,11 @@ def random_sd(tokenizer, tiny: bool = False, text_layers: int | None = None, lat
     return pipe
 
 
-# Words of the smoke profiles' prompts: VOC's class names (one word each) and a few function words.
+# Words of the smoke profiles' prompts: VOC's and Cityscapes' class names, the template words of the prompt
+# sets and a few function words, each one token.
 SMOKE_WORDS = ["a", "an", "photo", "of", "and", "on", "in", "the", "next", "to", "with", "riding", "above",
-               *(w for n in VOC.names[1:] for w in n.split())]
+               "background", "cityscape", "by", "dashboard", "camera", "sks", "sand", "plant",
+               *dict.fromkeys(w for n in VOC.names[1:] + CITYSCAPES.names[1:] for w in n.split())]
 
 
 def offline_clip_tokenizer(folder: str | Path, words: list[str], max_length: int = 77, cls: type = CLIPTokenizer):

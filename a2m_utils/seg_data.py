@@ -39,6 +39,18 @@ def _resize(x: np.ndarray, size: Size, resample: Image.Resampling) -> np.ndarray
     return x if x.shape[:2] == (h, w) else np.asarray(Image.fromarray(x).resize((w, h), resample))
 
 
+def resize(images: np.ndarray, *label_maps: np.ndarray, size: Size = None) -> tuple[np.ndarray, ...]:
+    """Images (N, H, W, 3) resized bilinear and label or mask maps (N, H, W) nearest to ``size``
+    (None: unchanged); boolean maps stay boolean."""
+    if size is None:
+        return images, *label_maps
+    out = [np.stack([_resize(x, size, Image.Resampling.BILINEAR) for x in images])]
+    for maps in label_maps:
+        u8 = maps.astype(np.uint8)
+        out.append(np.stack([_resize(x, size, Image.Resampling.NEAREST) for x in u8]).astype(maps.dtype))
+    return tuple(out)
+
+
 def _require(path: Path, what: str) -> Path:
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: expected {what}")
@@ -89,6 +101,21 @@ class SegFiles:
             label = _resize(label, self.size, Image.Resampling.NEAREST)
             reliable = _resize(reliable, self.size, Image.Resampling.NEAREST)
         return image, label, reliable
+
+    def head(self, n: int | None) -> SegFiles:
+        """The first ``n`` items (all for None); asking for more than there are is an error."""
+        if n is not None and n > len(self):
+            where = self.images[0].parent if self.images else "this set"
+            raise ValueError(f"{where} has {len(self)} images, {n} were asked for")
+        k = len(self) if n is None else n
+        rel = None if self.reliability is None else self.reliability[:k]
+        return SegFiles(self.images[:k], self.labels[:k], rel, self.to_labels, self.size)
+
+    def relabelled(self, fn: Callable[[np.ndarray], np.ndarray]) -> SegFiles:
+        """The same files with ``fn`` applied to their labels (after ``to_labels``)."""
+        inner = self.to_labels
+        return SegFiles(self.images, self.labels, self.reliability, fn if inner is None else lambda x: fn(inner(x)),
+                        self.size)
 
     def arrays(self, indices: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Images, labels and reliability of ``indices`` (default: all), stacked."""

@@ -4,7 +4,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from a2m_utils.capture import capture_attention, cross_attention_layers
+from a2m_utils.capture import (
+    attend,
+    attention_probs,
+    capture_attention,
+    cross_attention_layers,
+    layer_inputs,
+    token_maps,
+)
 
 
 def inputs(unet, batch=2, seed=0, tokens=7):
@@ -162,3 +169,30 @@ def test_maps_by_layer_resolution(unet):
     mean = sum(store.cross_attention(r) * weights[r] for r in res) / sum(weights.values())
     torch.testing.assert_close(mean, store.cross_attention())
     assert not torch.allclose(store.cross_attention(res[0]), store.cross_attention(res[-1]), atol=1e-4)
+
+
+def test_one_function_per_equation_on_one_layer(unet):
+    """Eqs. 1-3 on the recorded inputs of one layer: Eq. 2 is the captured softmax, Eq. 1 with the
+    output projection is the layer's own output, Eq. 3 is the map per token."""
+    x, ctx = inputs(unet)
+    outputs = {}
+    name = cross_attention_layers(unet)[0].removesuffix(".processor")
+    hook = unet.get_submodule(name).register_forward_hook(lambda m, i, o: outputs.setdefault("out", o))
+    with torch.no_grad(), layer_inputs(unet, step=1) as layer:
+        unet(x, 10, ctx)  # step 0
+        outputs.clear()
+        unet(x, 5, ctx)  # step 1
+    hook.remove()
+    assert layer.name == name and layer.f.shape[0] == 2 and torch.equal(layer.s, ctx)
+    with torch.no_grad():
+        probs = attention_probs(layer.attn, layer.f, layer.s)
+        out = layer.attn.to_out[0](attend(layer.attn, probs, layer.s))
+        maps = token_maps(probs, layer.attn.heads, layer.hw)
+    assert probs.shape == (2 * layer.attn.heads, layer.f.shape[1], ctx.shape[1])
+    torch.testing.assert_close(probs.sum(-1), torch.ones_like(probs.sum(-1)))
+    torch.testing.assert_close(out, outputs["out"], atol=1e-5, rtol=1e-4)
+    assert maps.shape == (2, ctx.shape[1], *layer.hw) and layer.hw[0] * layer.hw[1] == layer.f.shape[1]
+    with pytest.raises(RuntimeError, match="step 3 never ran"), torch.no_grad(), layer_inputs(unet, step=3):
+        unet(x, 10, ctx)
+    with pytest.raises(ValueError, match="no cross-attention layer"), layer_inputs(unet, layer="nope"):
+        pass

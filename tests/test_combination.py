@@ -25,7 +25,7 @@ def voc_folder(root, labels):
 
 def test_the_toy_sets_are_the_rendered_scenes_read_back_losslessly():
     study = Study(device="cpu")
-    images, labels, reliable = study.real(7)
+    images, labels, reliable = study.real(7).arrays()
     want = rendered(range(sets.REAL_SEED0, sets.REAL_SEED0 + 7))
     np.testing.assert_array_equal(images, want[0])
     np.testing.assert_array_equal(labels, want[1])
@@ -58,20 +58,20 @@ def test_real_datasets_are_named_by_kind_and_path(tmp_path):
     label[2:5, 2:5] = 12  # dog
     label[6:, 6:] = 8  # cat
     root = voc_folder(tmp_path / "voc", [label])
-    study = Study(prompts="imagenet-s", train_set=f"voc:{root}", val_set=f"voc:{root}", device="cpu")
+    study = Study(prompt_set="imagenet-s", train_set=f"voc:{root}", val_set=f"voc:{root}", device="cpu")
     assert study.space == "voc" and study.num_classes == 21
     np.testing.assert_array_equal(study.val()[1][0], label)
     assert study.captions(1) == ["a photo of a cat and a dog"]  # no captions.json: the label's classes
     assert parse_set(f"cityscapes:{root}") == ("cityscapes", "cityscapes", str(root))
-    with pytest.raises(ValueError, match="2 were asked for"):
+    with pytest.raises(ValueError, match="has 1 images, 2 were asked for"):
         study.real(2)
 
 
 def test_bad_specs_and_mismatched_vocabularies_are_named():
     with pytest.raises(ValueError, match=r"unknown dataset 'pascal'.*'<kind>:<path>'"):
         Study(val_set="pascal")
-    with pytest.raises(ValueError, match="unknown prompts 'coco'"):
-        Study(prompts="coco")
+    with pytest.raises(ValueError, match="unknown prompt_set 'coco'"):
+        Study(prompt_set="coco")
     with pytest.raises(FileNotFoundError, match="PASCAL VOC layout"):
         open_set("voc:/nowhere", "val")
     study = Study(val_set="voc:/nowhere", device="cpu")  # the toy vocabulary scored in VOC's label space
@@ -80,5 +80,5 @@ def test_bad_specs_and_mismatched_vocabularies_are_named():
 
 
 def test_cityscapes_background_is_ignored_not_a_class(tmp_path):
-    study = Study(prompts="cityscapes", val_set=f"cityscapes:{tmp_path}", device="cpu")
+    study = Study(prompt_set="cityscapes", val_set=f"cityscapes:{tmp_path}", device="cpu")
     np.testing.assert_array_equal(study.to_eval(np.array([0, 1, 19, 255], np.uint8)), [255, 0, 18, 255])

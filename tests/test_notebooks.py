@@ -1,6 +1,7 @@
 """Every numbered notebook runs headless with the smoke profile; committed notebooks are clean."""
 
 import json
+import runpy
 from pathlib import Path
 
 import nbformat
@@ -9,6 +10,8 @@ import pytest
 
 from a2m_utils.study.runner import NOTEBOOKS, PROFILES, load_profile, run_profile
 
+_BADGES = runpy.run_path(str(Path(__file__).resolve().parents[1] / "scripts" / "colab_badges.py"))
+SETUP_CELL = _BADGES["setup_cell"](_BADGES["repo_url"]())  # the repository's URL from pyproject.toml, its one place
 ALL = sorted(p.stem for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
 EXPECTED_KEYS = {
     "00_toy_world": {"world", "training"},
@@ -29,7 +32,7 @@ def test_committed_notebook_is_clean(name):
     assert sum("parameters" in c.metadata.get("tags", []) for c in nb.cells) == 1
     assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith(f"# {name[:2]}")
     assert nb.metadata.kernelspec.name == "python3" and nb.metadata.language_info.name == "python"
-    assert "find_spec(\"a2m_utils\")" in nb.cells[1].source, "the second cell installs the kit (Colab)"
+    assert nb.cells[1].source == SETUP_CELL, "the second cell is the set-up cell: python scripts/colab_badges.py --cell"
 
 
 def test_profiles_cover_every_notebook():
@@ -63,7 +66,7 @@ def test_every_profile_writes_to_its_own_results_folder_with_its_own_title():
         roots[path.stem], titles[path.stem] = common["out_dir_root"], common["title"]
     assert len(set(roots.values())) == len(roots), roots
     assert roots["toy"] == "results" and all(r.startswith("results/") for p, r in roots.items() if p != "toy")
-    assert len(set(titles.values())) == len(titles) and "toy world" not in titles["sd-gpu"]
+    assert len(set(titles.values())) == len(titles) and "toy world" not in titles["sd-paper"]
 
 
 @pytest.mark.slow
@@ -87,14 +90,22 @@ def test_unknown_profile_and_notebook():
 
 
 @pytest.mark.slow
-def test_smoke_sd_runs_the_stable_diffusion_path_of_notebooks_01_and_02(tmp_path):
-    """A Stable Diffusion 1.4-shaped pipeline with tiny random weights, saved like the real one and
-    loaded by folder, through the same notebooks as the toy world (DDPM, the sd preset's scheduler)."""
+def test_smoke_sd_runs_every_notebook_on_stable_diffusion_and_real_dataset_layouts(tmp_path):
+    """A Stable Diffusion 1.4-shaped pipeline with tiny random weights, saved like the real one and loaded
+    by folder, with VOC-, Cityscapes- and ImageNet-S-layout fixtures and a COCO-captions file, through the
+    same cells as the toy world: every table of the paper gets written (its numbers mean nothing)."""
     record = run_profile("smoke-sd", out_root=tmp_path)
-    assert list(record["notebooks"]) == ["01_attention_extraction", "02_mask_building"]
-    for name in record["notebooks"]:
-        metrics = json.loads((tmp_path / name / "metrics.json").read_text())
-        assert metrics["parameters"]["preset"] == "sd" and metrics["parameters"]["scheduler"] == "DDPMScheduler"
-        assert [step for step, _ in metrics["steps_used"]] == [2]
-    assert (tmp_path / "02_mask_building" / "fig5_pseudomasks.png").is_file()
+    assert list(record["notebooks"]) == ALL[1:]
+    metrics = {n: json.loads((tmp_path / n / "metrics.json").read_text()) for n in record["notebooks"]}
+    for name, m in metrics.items():
+        assert m["parameters"]["preset"] == "sd" and m["parameters"]["scheduler"] == "DDPMScheduler", name
+    assert all([step for step, _ in metrics[n]["steps_used"]] == [2] for n in ALL[1:3])
+    tables = {"03_postprocessing_ablation": ["table5"], "04_nti_comparison": ["table6"],
+              "05_lora_adaptation": ["table4"], "06_segmentation_training": ["table1", "table2", "table3"]}
+    for name, keys in tables.items():
+        for key in keys:
+            assert metrics[name][key] and (tmp_path / name / f"{key}.csv").is_file(), (name, key)
+    assert {"aeroplane", "tvmonitor"} <= set(metrics["06_segmentation_training"]["table1"][0])  # VOC's label space
+    assert [r["method"] for r in metrics["06_segmentation_training"]["table3"]][::2] == ["real-supervised", "attn2mask"]
+    assert metrics["05_lora_adaptation"]["parameters"]["target_set"].startswith("cityscapes:")
     assert "toy world" not in (tmp_path / "REPORT.md").read_text().splitlines()[0]

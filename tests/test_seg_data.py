@@ -143,3 +143,12 @@ def test_voc_layout_reads_lossless_png_images(voc):
     noise = np.random.default_rng(0).integers(0, 256, (8, 12, 3), dtype=np.uint8)  # JPEG would alter it
     write(voc / "JPEGImages" / "b.png", noise)
     np.testing.assert_array_equal(VOCLayout(voc).arrays()[0][1], noise)
+
+
+def test_head_and_relabelled_read_on_demand(voc):
+    ds = VOCLayout(voc)
+    first = ds.head(1).relabelled(lambda x: np.where(x == 1, 7, x))
+    assert len(first) == 1
+    np.testing.assert_array_equal(first.arrays()[1][0], np.where(label_map(1) == 1, 7, label_map(1)))
+    with pytest.raises(ValueError, match="has 2 images, 3 were asked for"):
+        ds.head(3)

@@ -11,20 +11,20 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, replace
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import torch
 
-from ..classes import IGNORE_INDEX, LABEL_SPACES, ClassVocab, to_eval_ids
+from ..classes import LABEL_SPACES, ClassVocab, to_eval_ids
 from ..dataset import Settings
 from ..prompts import Prompt, class_prompt
 from ..registry import DATASETS, ORACLES, PRESETS, PROMPT_SETS, VOCABS, load_pipeline, load_plugins
 from ..segmentation import predict
-from ..seg_data import SegFiles, VOCLayout, cityscapes, imagenet_s_fgbg
-from .experiments import DATA, Arrays, arrays, cached_dataset
+from ..seg_data import SegFiles, VOCLayout, cityscapes, imagenet_s_fgbg, resize
+from .experiments import DATA, Arrays, cached_dataset
 
 # kind -> (label space, reader of (path, split, size), the split of each role)
 KINDS = {
@@ -57,13 +57,6 @@ def open_set(spec: str, role: str, size: int | None = None, root: Path = DATA) -
     return KINDS[kind][1](path, split, size)
 
 
-def first(files: SegFiles, n: int | None, what: str) -> Arrays:
-    """The first ``n`` items (all for None) as arrays; asking for more than there are is an error."""
-    if n is not None and n > len(files):
-        raise ValueError(f"{what} has {len(files)} images, {n} were asked for")
-    return files.arrays(range(len(files) if n is None else n))
-
-
 @dataclass(frozen=True)
 class Study:
     """One combination; every field is a papermill parameter of the notebooks."""
@@ -71,17 +64,17 @@ class Study:
     preset: str = "toy"  # registry.PRESETS: sampling and mask settings, and the default model
     model: str | None = None  # a pipeline folder or hub id; None: the preset's
     scheduler: str | None = None  # a diffusers scheduler class name; None: the preset's
-    prompts: str = "toy"  # registry.PROMPT_SETS; it fixes the vocabulary
+    prompt_set: str = "toy"  # registry.PROMPT_SETS; it fixes the vocabulary
     coco_captions: str | None = None  # the COCO captions JSON of the "voc-coco" prompt set
     train_set: str = "toy"  # the real training set (spec)
     val_set: str = "toy"  # the validation set (spec)
-    image_size: int | None = None  # real images resized to this square (generated ones' size); None: as stored
+    image_size: int | None = None  # every image the segmenters see resized to this square; None: as stored
     device: str | None = None  # None: "cuda" when there is a GPU, else "cpu"
 
     def __post_init__(self) -> None:
         load_plugins()  # the toy world registers its presets, prompt sets and datasets
         object.__setattr__(self, "device", self.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        for name, table in (("preset", PRESETS), ("prompts", PROMPT_SETS)):
+        for name, table in (("preset", PRESETS), ("prompt_set", PROMPT_SETS)):
             if getattr(self, name) not in table:
                 raise ValueError(f"unknown {name} {getattr(self, name)!r}; expected one of {sorted(table)}")
         for spec in (self.train_set, self.val_set):
@@ -89,7 +82,7 @@ class Study:
 
     @cached_property
     def vocab(self) -> ClassVocab:
-        return VOCABS[PROMPT_SETS[self.prompts][0]]
+        return VOCABS[PROMPT_SETS[self.prompt_set][0]]
 
     @property
     def space(self) -> str:
@@ -112,23 +105,29 @@ class Study:
         return load_pipeline(model or self.model or p.model, self.device, scheduler=self.scheduler or p.scheduler)
 
     def settings(self, **changes) -> Settings:
-        """The preset's dataset settings with ``changes``, on this study's vocabulary."""
-        return replace(PRESETS[self.preset].settings, vocab=PROMPT_SETS[self.prompts][0], **changes)
+        """The preset's dataset settings with ``changes`` (None: keep the preset's), on this study's vocabulary."""
+        changes = {k: v for k, v in changes.items() if v is not None}
+        return replace(PRESETS[self.preset].settings, vocab=PROMPT_SETS[self.prompt_set][0], **changes)
 
-    def prompt_list(self, n: int, seed: int = 0, target: bool = False, prompts: str | None = None) -> list[Prompt]:
+    def prompt_list(self, n: int, seed: int = 0, target: bool = False, prompt_set: str | None = None) -> list[Prompt]:
         """``n`` prompts of the prompt set (for template sets, ``n`` per class); ``target``: the
         domain-token variant (the toy world's target domain, Cityscapes' "sks")."""
-        name = prompts or self.prompts
+        name = prompt_set or self.prompt_set
         args = SimpleNamespace(n=n, seed=seed, seeds_per_prompt=1, coco_json=self.coco_captions,
                                domain="target" if target else "source", domain_token="sks" if target else None)
         return PROMPT_SETS[name][1](args)
 
-    def generated(self, pipe, prompts: list[Prompt], settings: Settings, name: str, n: int | None = None) -> Arrays:
-        """The first ``n`` images, pseudo-masks (in the validation set's label space) and reliability maps
-        of the dataset ``pipe`` generates from ``prompts``, cached under ``data/<name>-<hash>``."""
-        images, labels, reliable = (x[:n] for x in arrays(cached_dataset(pipe, prompts, settings, name)))
-        labels = self.to_eval(labels, VOCABS[settings.vocab])
-        return images, labels, reliable & (labels != IGNORE_INDEX)
+    def generated(self, pipe, prompts: list[Prompt], settings: Settings, name: str, n: int | None = None) -> SegFiles:
+        """The first ``n`` samples of the dataset ``pipe`` generates from ``prompts`` (cached under
+        ``data/<name>-<hash>``), read on demand: images, pseudo-masks in the validation set's label
+        space, and reliability maps (Eq. 6), at the study's ``image_size``."""
+        folder = cached_dataset(pipe, prompts, settings, name)
+        table = to_eval_ids(VOCABS[settings.vocab], self.space)
+        return VOCLayout(folder, size=self.image_size).relabelled(partial(np.take, table)).head(n)
+
+    def resize(self, images: np.ndarray, *label_maps: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Generated images and their maps at the study's ``image_size`` (the segmenters' input size)."""
+        return resize(images, *label_maps, size=self.image_size)
 
     def to_eval(self, labels: np.ndarray, vocab: ClassVocab | None = None) -> np.ndarray:
         """Labels of a generated dataset (``vocab``, default the study's) in the validation set's label space."""
@@ -136,16 +135,16 @@ class Study:
 
     def oracle_masks(self, images: np.ndarray) -> np.ndarray | None:
         """Reference masks of generated images from the vocabulary's oracle (``registry.ORACLES``), or None."""
-        name = PROMPT_SETS[self.prompts][0]
+        name = PROMPT_SETS[self.prompt_set][0]
         return predict(ORACLES[name](), images) if name in ORACLES else None
 
-    def real(self, n: int | None = None) -> Arrays:
-        """The first ``n`` images of the real training set (all, for None), all pixels reliable."""
-        return first(open_set(self.train_set, "train", self.image_size), n, f"{self.train_set} train")
+    def real(self, n: int | None = None) -> SegFiles:
+        """The first ``n`` images of the real training set (all, for None), read on demand, all reliable."""
+        return open_set(self.train_set, "train", self.image_size).head(n)
 
     def val(self, n: int | None = None) -> Arrays:
-        """The first ``n`` images of the validation set (all, for None)."""
-        return first(open_set(self.val_set, "val", self.image_size), n, f"{self.val_set} val")
+        """The first ``n`` images of the validation set (all, for None) as arrays."""
+        return open_set(self.val_set, "val", self.image_size).head(n).arrays()
 
     def captions(self, n: int, role: str = "train") -> list[str]:
         """A caption for each of the first ``n`` images of the training (or validation) set: the folder's

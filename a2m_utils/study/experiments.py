@@ -25,7 +25,7 @@ from ..nti import Inversion, invert
 from ..prompts import Prompt
 from ..refine import label_refined
 from ..registry import VOCABS
-from ..seg_data import VOCLayout, fg_bg
+from ..seg_data import SegFiles, VOCLayout, fg_bg
 from ..tokens import class_positions
 from . import paper
 from .report import REPO, md_table, plain
@@ -115,11 +115,14 @@ def relabel(folder: Path, method: str, beta: float = 0.2, theta: float = 128) ->
     return np.stack(labels)
 
 
-def fit(method: str, data: Arrays, num_classes: int, seed: int = 0, config: SegConfig = SegConfig(),
+def fit(method: str, data: Arrays | SegFiles, num_classes: int, seed: int = 0, config: SegConfig = SegConfig(),
         desc: str | None = None, device: str = "cpu") -> Predict:
-    """Train a segmenter on ``device`` on ``data``: ``"supervised"`` (cross-entropy on every labelled
-    pixel) or ``"beco"`` (two networks co-trained on the reliability maps); returns its predictor."""
-    batches = array_batches(data, config.batch_size, seed)
+    """Train a segmenter on ``device`` on ``data`` (arrays, or files read on demand): ``"supervised"``
+    (cross-entropy on every labelled pixel) or ``"beco"`` (two networks co-trained on the reliability
+    maps); returns its predictor."""
+    on_disk = isinstance(data, SegFiles)
+    n = len(data) if on_disk else len(data[0])
+    batches = data.batches(config.batch_size, seed) if on_disk else array_batches(data, config.batch_size, seed)
     arch = {**dict(config.arch), "device": device}
     if method == "supervised":
         model = segmentation.build(num_classes, seed=seed, **arch)
@@ -128,7 +131,7 @@ def fit(method: str, data: Arrays, num_classes: int, seed: int = 0, config: SegC
         return lambda images: segmentation.predict(model, images)
     if method == "beco":
         net_a, net_b = beco.build_pair(num_classes, seed=seed, **arch)
-        warmup = max(1, len(data[0]) // config.batch_size)
+        warmup = max(1, n // config.batch_size)
         beco.train_beco(net_a, net_b, batches, config.steps, min(warmup, config.steps // 2), lr=config.lr,
                         augmentation=config.augmentation, seed=seed, desc=desc or method,
                         optimizer=config.optimizer)
@@ -161,9 +164,9 @@ def write_table(path: str | Path, rows: Sequence[dict]) -> Path:
     return path
 
 
-def foreground(data: Arrays) -> Arrays:
+def foreground(data: Arrays | SegFiles) -> Arrays | SegFiles:
     """The same images with foreground/background labels (ImageNet-S FG/BG, Table 3)."""
-    return data[0], fg_bg(data[1]), data[2]
+    return data.relabelled(fg_bg) if isinstance(data, SegFiles) else (data[0], fg_bg(data[1]), data[2])
 
 
 def pseudo_mask_scores(labels: np.ndarray, truth: np.ndarray, num_classes: int) -> dict:

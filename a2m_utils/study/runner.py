@@ -46,7 +46,7 @@ def load_profile(profile: str | Path) -> tuple[dict, dict[str, dict]]:
     if not path.is_file():
         known = sorted(p.stem for p in PROFILES.glob("*.yaml"))
         raise FileNotFoundError(f"no profile {str(profile)!r}; known profiles: {known}")
-    cfg = yaml.safe_load(path.read_text()) or {}
+    cfg = {k: v for k, v in (yaml.safe_load(path.read_text()) or {}).items() if not k.startswith("x-")}  # x-: anchors
     common = {"out_dir_root": "results" if path.stem == "toy" else f"results/{path.stem}",
               "title": cfg.pop("_title", f"attn2mask, profile {path.stem}"), "setup": cfg.pop("_setup", None),
               **(cfg.pop("_all", {}) or {})}

@@ -83,3 +83,13 @@ def rendered_attention_scores(model, seeds: Sequence[int], timesteps: Sequence[i
                               attributes: bool = False, **kwargs) -> dict:
     """``rendered_attention_variants`` for one variant."""
     return rendered_attention_variants(model, seeds, timesteps, variants=(attributes,), **kwargs)[attributes]
+
+
+def rendered_attention_by_method(model, seeds: Sequence[int], timesteps: Sequence[int] = (500,), beta: float = 0.2,
+                                 methods: Sequence[str] = ("argmax", "threshold", "otsu", "dcrf"),
+                                 **kwargs) -> dict[str, dict]:
+    """``rendered_attention_by_beta`` at one beta, class tokens only, for each post-processing of
+    ``methods`` (``masks.METHODS``): what attention alone labels (argmax, threshold, Otsu) beside
+    the dense CRF, which on flat-coloured images does much of the work."""
+    return {m: rendered_attention_by_beta(model, seeds, timesteps, (beta,), m, (False,), **kwargs)[beta][False]
+            for m in methods}

@@ -1,0 +1,424 @@
+"""What to notice: the reading under each table and figure of the notebooks, as Markdown.
+
+Every number in a reading is formatted from the function's arguments: what the notebook has
+just computed and writes to ``metrics.json``, and the paper's numbers, which come in through
+the table rows (``paper_mIoU``) or through keyword arguments whose defaults are ``paper.py``
+and the paper's settings (``dataset.Settings``' defaults). None is typed in here, so a reading
+always describes the run above it (``tests/test_readings.py`` checks this). One function per
+table or figure; a notebook shows one with ``display(Markdown(readings.table5(table5)))``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from ..dataset import Settings
+from . import paper
+
+PAPER = Settings(vocab="voc")  # the paper's generation settings (Sec. 4): DDPM 100 steps, maps of step 50
+LEAD = "**What to notice.** "
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.0f}%"
+
+
+def _change(before: float, after: float) -> str:
+    return "raises" if after > before else "lowers" if after < before else "leaves"
+
+
+def _trend(curve: Mapping) -> str:
+    """Whether a curve {size: value} ends above where it starts."""
+    return "rises" if curve[max(curve)] > curve[min(curve)] else "does not rise"
+
+
+def _join(*sentences: str) -> str:
+    return LEAD + " ".join(s for s in sentences if s)
+
+
+# 00 · the toy world
+
+
+def world(world: Mapping) -> str:
+    """00, the world figure and its statistics: ``world`` = {pixel_share: {class: share},
+    image_share: {shape: share}, objects_per_image: {"1": count, ...}}."""
+    pixels, images = world["pixel_share"], world["image_share"]
+    bg_name, bg = next(iter(pixels.items()))
+    shapes = {k: v for k, v in pixels.items() if k != bg_name}
+    counts = {int(k): int(v) for k, v in world["objects_per_image"].items()}
+    total = sum(counts.values())
+    held = " and ".join(f"{n} hold {k}" for k, n in sorted(counts.items()) if n)
+    return _join(
+        "Each column is one seed drawn in both domains: the same shapes, colours and label map, only the "
+        "background and the caption's domain words differ, so whatever goes worse on the target rows is "
+        "the domain gap of Table 4.",
+        f"Background covers {_pct(bg)} of the pixels; each shape covers {min(shapes.values()):.1%} to "
+        f"{max(shapes.values()):.1%} and appears in {_pct(min(images.values()))} to {_pct(max(images.values()))} "
+        f"of the images (of {total} images, {held} object{'s' if len(counts) > 1 else ''}).",
+        f"So a segmenter that answers background everywhere already scores mIoU {bg / len(pixels):.2f}: "
+        "the floor to read every mIoU of these notebooks against.",
+        "Where objects overlap, the later one covers the earlier; the label map holds only what is visible.",
+    )
+
+
+def training(training: Mapping) -> str:
+    """00, the training figure: the ``training`` record (steps, stages, exported and best held-out mIoU)."""
+    stages = training.get("stages") or []
+    minutes: dict[str, float] = {}
+    for s in stages:
+        minutes[s.get("device", "cpu")] = minutes.get(s.get("device", "cpu"), 0.0) + (s.get("wall_minutes") or 0.0)
+    spent = ", ".join(f"{m:.1f} minutes on {d}" for d, m in minutes.items())
+    return _join(
+        f"The model trained {training['steps']} steps in {len(stages)} stage{'s' if len(stages) != 1 else ''}"
+        f"{f' ({spent})' if spent else ''}.",
+        "Read the right panel, not the left: the loss measures denoising, while the held-out attention mIoU "
+        "(class maps of Eq. 4, dense CRF, exact labels) measures what attn2mask uses.",
+        f"The exported weights (step {training['exported_step']}) score {training['exported_val_miou']:.2f}; "
+        f"the best in the log is {training['best_val_miou_in_log']:.2f} at step {training['best_step_in_log']}.",
+        f"Adding each class's colour word to its map "
+        f"{_change(training['exported_val_miou'], training['exported_val_miou_attributes'])} the exported score to "
+        f"{training['exported_val_miou_attributes']:.2f}: an option beyond the paper that notebook 02 measures too.",
+    )
+
+
+# 01 · attention extraction
+
+
+def token_maps(steps_used: Sequence[Sequence[int]], num_steps: int, paper_step: int = PAPER.capture_steps[0],
+               paper_num_steps: int = PAPER.num_steps) -> str:
+    """01, Fig. 4: the (step index, timestep) pairs the maps come from, of ``num_steps`` sampler steps."""
+    (k0, t0), (k1, t1) = steps_used[0], steps_used[-1]
+    taken = (f"step index {k0} of {num_steps} (timestep {t0})" if len(steps_used) == 1 else
+             f"the mean of step indices {k0} to {k1} of {num_steps} (timesteps {t0} to {t1})")
+    return _join(
+        f"Each map is one word's column of Eq. 3 at {taken}, min-max scaled per map; the paper takes step "
+        f"{paper_step} of {paper_num_steps}, the middle of its sampler run.",
+        "A class word should light up on its own object and nowhere else; a word describing it (a colour) often "
+        "lights up there too, while 'a', 'and' and 'of' spread over the image or the background.",
+        "A word the tokenizer splits shows the mean of its pieces, as Eq. 4 averages a class's tokens; a class "
+        "word whose map misses its shape gives a wrong pseudo-mask whatever the post-processing.",
+    )
+
+
+def by_step_and_resolution(steps_used: Sequence[Sequence[int]], resolutions: Sequence[Sequence[int]]) -> str:
+    """01, the maps by denoising step and by layer resolution: the (step index, timestep) of each
+    row of the first figure, and the layer resolutions (h, w) of the second."""
+    (k0, t0), (k1, t1) = steps_used[0], steps_used[-1]
+    sizes = ", ".join(f"{h}x{w}" for h, w in resolutions)
+    return _join(
+        f"The image is the same in every row (its noise is fixed by the seed); only the step the maps come "
+        f"from changes, from step index {k0} (timestep {t0}, nearly pure noise) to {k1} (timestep {t1}, "
+        "nearly the final image).",
+        "Look for the step where each class map first sits on its shape: early maps see little image yet, "
+        "late ones can drift to edges and texture.",
+        f"The second figure splits the maps by layer resolution ({sizes}): finer layers draw outlines, coarser "
+        "ones blobs; the kit, like the paper, averages all layers after resizing them to one size.",
+        "The measurement below says which timestep and resolution localize best.",
+    )
+
+
+def probe(metrics: Mapping) -> str:
+    """01, which timestep and layer resolution localize best: ``probe_miou_by_timestep`` {t: mIoU}
+    and ``probe_miou_by_resolution_t500`` {resolution or "all layers": mIoU} of the metrics."""
+    by_t = metrics.get("probe_miou_by_timestep")
+    if not by_t:
+        return _join("This path has no images with exact labels, so nothing is measured here: judge the maps "
+                      "above by eye, or run the toy preset to see the measurement.")
+    ts = sorted(by_t, key=float)
+    best, worst, mid = max(ts, key=by_t.get), min(ts, key=by_t.get), ts[len(ts) // 2]
+    by_res = metrics.get("probe_miou_by_resolution_t500", {})
+    layers = {k: v for k, v in by_res.items() if k != "all layers"}
+    res = ", ".join(f"{k} layers {v:.2f}" for k, v in layers.items())
+    every = by_res.get("all layers")
+    top = max(layers, key=layers.get) if layers else None
+    return _join(
+        f"On rendered images with exact labels, one forward pass at timestep t: mIoU runs from "
+        f"{by_t[worst]:.2f} (t = {worst}) to {by_t[best]:.2f} (t = {best}); the middle timestep, t = {mid}, "
+        f"the counterpart of the paper's middle step, scores {by_t[mid]:.2f}.",
+        "Here the image is given, not generated: a small t (little noise) shows the model a nearly clean image, "
+        "so the best t here need not be the best step for a generated image, whose maps the paper takes mid-way.",
+        (f"By resolution: {res}; all layers together {every:.2f}, "
+         f"{'above' if every > layers[top] else 'not above'} the best single resolution ({top})."
+         if layers and every is not None else ""),
+    )
+
+
+# 02 · mask building
+
+
+def equations(beta: float, r: float, reliable: float, foreground: Mapping[str, float]) -> str:
+    """02, the figure of Eqs. 4-6 on one image: beta (Eq. 5), r (Eq. 6), the share of pixels R marks
+    reliable, and the share of pixels each post-processing labels as an object {method: share}."""
+    shares = ", ".join(f"{m} {_pct(v)}" for m, v in foreground.items())
+    return _join(
+        f"$A_0$ is bright where no class map is (Eq. 5, β = {beta:g}); a larger β darkens it and lets the "
+        "objects grow into the background.",
+        f"R (Eq. 6, r = {r:g}) marks {_pct(reliable)} of the pixels reliable (yellow): the unreliable ones "
+        "(purple) mostly lie around the object boundaries, where neither a class nor the background is confident; "
+        "BECO (notebook 06) trusts the label only on the reliable ones.",
+        f"The label maps call this much of the image object: {shares}. Argmax compares $A_0$ with the class "
+        "maps pixel by pixel, threshold and Otsu cut the strongest class map, and the dense CRF also follows "
+        "the image's colour edges.",
+    )
+
+
+def rendered_attention(metrics: Mapping, beta: float, method: str = "dcrf", paper_beta: float = PAPER.beta) -> str:
+    """02, attention on rendered images with exact labels, at the probe's ``beta``, labelled by ``method``:
+    ``rendered_attention_miou`` (and ``_iou`` per class, ``_attributes``, ``_by_beta``, ``_by_method``)."""
+    if "rendered_attention_miou" not in metrics:
+        return _join("This path has no images with exact labels, so attention quality is not measured here.")
+    iou = {k: v for k, v in metrics["rendered_attention_iou"].items() if v is not None}
+    lo, hi = min(iou, key=iou.get), max(iou, key=iou.get)
+    by_method = metrics.get("rendered_attention_miou_by_method", {})
+    alone = {m: v for m, v in by_method.items() if m != "dcrf"}
+    crf = by_method.get("dcrf")
+    top = max(alone, key=alone.get) if alone else None
+    by_beta = metrics.get("rendered_attention_miou_by_beta", {})
+    best_b = max(by_beta, key=by_beta.get) if by_beta else None
+    return _join(
+        (f"With the true caption, the class-word maps label rendered images ({method}) at mIoU "
+         f"{metrics['rendered_attention_miou']:.2f} (β = {beta:g}; from {lo} {iou[lo]:.2f} to {hi} {iou[hi]:.2f}); "
+         f"adding each class's colour word "
+         f"{_change(metrics['rendered_attention_miou'], metrics['rendered_attention_miou_attributes'])} this to "
+         f"{metrics['rendered_attention_miou_attributes']:.2f}."),
+        (f"**{'The dense CRF does much of this work' if crf > alone[top] else 'Here the dense CRF does not help'}:** "
+         f"the same maps without it score {', '.join(f'{v:.2f} by {m}' for m, v in alone.items())}, so the CRF "
+         f"adds {crf - alone[top]:+.2f} over the best of them ({top}). On flat-coloured shapes the CRF snaps labels "
+         "to exact colour edges, which photographs do not offer; the attention-only numbers are the fairer "
+         "measure of the attention." if top is not None and crf is not None else ""),
+        (f"By β: {', '.join(f'{float(b):g}: {v:.2f}' for b, v in by_beta.items())}; β = {float(best_b):g} "
+         f"scores best here" + (" as in the paper." if float(best_b) == paper_beta else
+                                f", not the paper's {paper_beta:g}: the toy model's maps are wider than Stable "
+                                "Diffusion's, and a larger β grows objects into the background.")
+         if len(by_beta) > 1 else ""),
+    )
+
+
+def generated_pseudomasks(metrics: Mapping, beta: float) -> str:
+    """02, pseudo-masks of generated images scored against the oracle, at the notebook's ``beta``:
+    ``generated_pseudomask_miou`` (and ``_where_all_found``, ``_by_beta``, ``_by_method``),
+    ``prompt_fidelity``, ``prompt_fidelity_all_classes_found``, ``oracle_rendered_miou``."""
+    if "generated_pseudomask_miou" not in metrics:
+        return _join("Without an oracle on this path, the pseudo-masks of generated images are not scored "
+                     "here: look at them in the figure below.")
+    by_method = metrics.get("generated_pseudomask_miou_by_method", {})
+    alone = {m: v for m, v in by_method.items() if m != "dcrf"}
+    crf = by_method.get("dcrf")
+    by_beta = metrics.get("generated_pseudomask_miou_by_beta", {})
+    return _join(
+        f"The oracle is an instrument, not the truth: it scores {metrics['oracle_rendered_miou']:.2f} on rendered "
+        "images, so read differences smaller than its own error with care.",
+        f"Against it, pseudo-masks of generated images score {metrics['generated_pseudomask_miou']:.2f} "
+        f"(β = {beta:g}), and {metrics['generated_pseudomask_miou_where_all_found']:.2f} on the "
+        f"{_pct(metrics['prompt_fidelity_all_classes_found'])} of images where every prompted class appears.",
+        f"The model draws exactly the prompted objects in only {_pct(metrics['prompt_fidelity'])} of the images: "
+        "a missing or extra object makes a pseudo-mask wrong whatever the attention does.",
+        (f"Without the CRF: {', '.join(f'{m} {v:.2f}' for m, v in alone.items())}, against {crf:.2f} with it."
+         if alone and crf is not None else ""),
+        f"By β: {', '.join(f'{float(b):g}: {v:.2f}' for b, v in by_beta.items())}." if len(by_beta) > 1 else "",
+    )
+
+
+def pseudomask_examples(per_image: Sequence[float] = (), n_images: int = 0) -> str:
+    """02, Fig. 5: the per-image mIoU against the oracle of the images shown (toy), or, without an
+    oracle, the number of images shown."""
+    if not per_image:
+        return _join(f"{n_images} generated images and their pseudo-masks; with no oracle here, check by eye "
+                      "that each colour of the legend covers its object and nothing else.")
+    ranked = sorted(per_image)
+    return _join(
+        f"Rows are sorted by each image's mIoU against the oracle: from {ranked[-1]:.2f} down to {ranked[0]:.2f}, "
+        f"median {ranked[len(ranked) // 2]:.2f} over {len(ranked)} images.",
+        "In the bottom rows, tell the two kinds of failure apart: of generation (a missing, duplicated or "
+        "misshapen object, which the oracle column shows too) and of attention (the oracle column is right, "
+        "the pseudo-mask spills into the background or names the wrong shape).",
+    )
+
+
+# 03-06 · the paper's tables
+
+
+def table5(rows: Sequence[Mapping], toy: bool = True) -> str:
+    """03, Table 5: rows with post_processing, pseudo_mask_mIoU (None without an oracle), labelled_share,
+    segmenter_mIoU, paper_mIoU; ``toy``: the images are the toy world's."""
+    got = {r["post_processing"]: r for r in rows}
+    scored = {k: r for k, r in got.items() if r.get("pseudo_mask_mIoU") is not None}
+    ours = {k: r["segmenter_mIoU"] for k, r in got.items() if r.get("paper_mIoU") is not None}
+    theirs = {k: got[k]["paper_mIoU"] for k in ours}
+    best, paper_best = max(ours, key=ours.get), max(theirs, key=theirs.get)
+    crf = [k for k in ours if k.startswith("dcrf")]
+    cut = [k for k in ours if not k.startswith("dcrf")]
+    gap = max(ours[k] for k in crf) - max(ours[k] for k in cut)
+    paper_gap = max(theirs[k] for k in crf) - max(theirs[k] for k in cut)
+    masks_best = max(scored, key=lambda k: scored[k]["pseudo_mask_mIoU"]) if scored else None
+    seg_best = max(got, key=lambda k: got[k]["segmenter_mIoU"])
+    below = sum(r["segmenter_mIoU"] < r["pseudo_mask_mIoU"] for r in scored.values())
+    refined = got.get("self-attention refinement")
+    return _join(
+        f"The paper's best is {paper_best} ({theirs[paper_best]:.3f}); here the best of its variants is {best} "
+        f"({ours[best]:.3f}): {'reproduced' if best == paper_best else 'not reproduced'}.",
+        f"The best dense CRF minus the best threshold or Otsu: {gap:+.3f} here, {paper_gap:+.3f} in the paper"
+        + (": on flat-coloured toy shapes the CRF's colour edges are exact, so it does more of the work than on "
+           "photographs." if toy and gap > paper_gap else "."),
+        (f"Do segmenters follow their labels? The best pseudo-masks ({masks_best}, "
+         f"{got[masks_best]['pseudo_mask_mIoU']:.3f} against the oracle) "
+         f"{'also train' if masks_best == seg_best else 'do not train'} the best segmenter ({seg_best}, "
+         f"{got[seg_best]['segmenter_mIoU']:.3f}); {below} of {len(scored)} segmenters score below their own labels."
+         if masks_best else ""),
+        (f"The self-attention refinement (beyond the paper) labels {_pct(refined['labelled_share'])} of the pixels "
+         f"and trains a segmenter to {refined['segmenter_mIoU']:.3f}." if refined else ""),
+    )
+
+
+def variants(rows: Sequence[Mapping]) -> str:
+    """03, the figure of every post-processing on the same images: the Table 5 rows."""
+    scored = [r for r in rows if r.get("pseudo_mask_mIoU") is not None]
+    best = max(scored, key=lambda r: r["pseudo_mask_mIoU"]) if scored else None
+    partial = [r for r in rows if r["labelled_share"] < 1]
+    return _join(
+        (f"Compare each column with the oracle's: {best['post_processing']} comes closest over the whole set "
+         f"(pseudo-mask mIoU {best['pseudo_mask_mIoU']:.3f})." if best else
+         "With no oracle for these images, compare the columns by eye against the image."),
+        "Thresholds cut every map at one level, so weak objects vanish and strong ones bleed; the dense CRF "
+        "follows the shapes' edges.",
+        (f"White pixels are ignored: only {', '.join(r['post_processing'] for r in partial)} leaves some "
+         f"unlabelled ({', '.join(_pct(1 - r['labelled_share']) for r in partial)})." if partial else ""),
+    )
+
+
+def table6(rows: Sequence[Mapping], toy: bool = True) -> str:
+    """04, Table 6: rows with method, mIoU, paper_mIoU (and the NTI pseudo-masks' score against truth);
+    ``toy``: the "real" images are the toy world's rendered ones."""
+    got = {r["method"]: r for r in rows}
+    a2m, train, val = got["attn2mask"], got["NTI on the train set and retraining"], got["NTI on the val set"]
+    truth = got.get("NTI pseudo-masks of the train set vs truth")
+    beaten = max(train["mIoU"], val["mIoU"]) > a2m["mIoU"]
+    return _join(
+        f"The paper: neither NTI variant beats attn2mask ({a2m['paper_mIoU']:.3f} against {train['paper_mIoU']:.3f} "
+        f"and {val['paper_mIoU']:.3f}). Here: attn2mask {a2m['mIoU']:.3f}, NTI on the training set "
+        f"{train['mIoU']:.3f}, NTI on the validation set {val['mIoU']:.3f}: "
+        f"{'not reproduced' if beaten else 'reproduced'}.",
+        (("**This is not a refutation of the paper.**" if beaten else "**Read the agreement with care too.**")
+         + " The toy world's \"real\" images are rendered by the same procedure as the toy model's own training "
+         "images, so null-text inversion here inverts in-distribution images, which the model can redraw closely"
+         + (f" (the pseudo-masks of the inverted training images score {truth['mIoU']:.3f} against the true "
+            "labels)." if truth else ".") if toy else
+         "These are real photographs, as in the paper, so the comparison is the paper's own"
+         + (f"; the pseudo-masks of the inverted training images score {truth['mIoU']:.3f} against their true "
+            "labels." if truth else ".")),
+        ("The paper's photographs are far from anything Stable Diffusion redraws exactly, so its inverted "
+         "attention is noisier; what this notebook shows is the method at work, not the paper's ranking."
+         if toy else ""),
+    )
+
+
+def nti_examples(reconstruction_mse: Mapping[str, float]) -> str:
+    """04, the figure of real images, NTI reconstructions and pseudo-masks: {"ddim": mse, "nti": mse}."""
+    ddim, nti = reconstruction_mse["ddim"], reconstruction_mse["nti"]
+    return _join(
+        f"Plain DDIM inversion reconstructs the images with a mean squared error of {ddim:.4f}; optimising the "
+        f"null-text embedding per step brings it to {nti:.4f}.",
+        "Compare the reconstruction column with the real one: where they match, the attention of the "
+        "regenerated image is the model's attention on that real image, and its pseudo-mask should match "
+        "the truth column.",
+    )
+
+
+def before_after() -> str:
+    """05, Fig. 6: images and class maps before and after the domain LoRA (no numbers: a figure to look at)."""
+    return _join(
+        "Before adaptation the model draws the light source-domain backgrounds it was trained on; with the LoRA "
+        "and \"in sks world\" it draws dark striped backgrounds like the real target image in the last column.",
+        "Check that the class maps stay on the shapes after adaptation: the LoRA should change the style of the "
+        "images, not where the model attends.",
+    )
+
+
+def table4(rows: Sequence[Mapping], n_seeds: int) -> str:
+    """05, Table 4: rows with method, pixel_acc(_std), mIoU(_std), paper_pixel_acc, paper_mIoU; ``n_seeds``."""
+    base, lora = rows[0], rows[1]
+    gain, noise = lora["mIoU"] - base["mIoU"], max(base["mIoU_std"], lora["mIoU_std"])
+    shown = abs(gain) > 2 * noise
+    return _join(
+        f"The absolute values are low, here and in the paper: mIoU {base['mIoU']:.3f} → {lora['mIoU']:.3f} "
+        f"(paper {base['paper_mIoU']:.3f} → {lora['paper_mIoU']:.3f}), pixel accuracy {base['pixel_acc']:.3f} → "
+        f"{lora['pixel_acc']:.3f} (paper {base['paper_pixel_acc']:.3f} → {lora['paper_pixel_acc']:.3f}); a "
+        "segmenter trained on generated images still mislabels much of the target domain, adapted or not.",
+        f"Read the gain, not the level: {gain:+.3f} mIoU against a spread of {noise:.3f} over {n_seeds} seeds, "
+        f"so the gain {'exceeds' if shown else 'does not exceed'} twice the spread and is "
+        f"{'shown' if shown else 'not shown'} beyond seed noise.",
+        f"Pixel accuracy varies by up to {max(base['pixel_acc_std'], lora['pixel_acc_std']):.3f} between seeds: "
+        "one seed alone could tell either story.",
+    )
+
+
+def table1(rows: Sequence[Mapping], n_seeds: int) -> str:
+    """06, Table 1: rows with method, one IoU per class, mIoU, mIoU_std, to_real, paper_mIoU, paper_to_real."""
+    r = {row["method"]: row for row in rows}
+    real, plain, beco = r["real-supervised"], r["attn2mask"], r["attn2mask+BECO"]
+    order = " > ".join(sorted(r, key=lambda k: r[k]["mIoU"], reverse=True))
+    paper_order = " > ".join(sorted(r, key=lambda k: r[k]["paper_mIoU"], reverse=True))
+    gain, noise = beco["mIoU"] - plain["mIoU"], max(plain["mIoU_std"], beco["mIoU_std"])
+    known = {"method", "mIoU", "mIoU_std", "to_real", "paper_mIoU", "paper_to_real"}
+    gaps = {k: real[k] - plain[k] for k in real if k not in known and real[k] is not None and plain.get(k) is not None}
+    worst = max(gaps, key=gaps.get)
+    return _join(
+        f"Order here: {order}; in the paper: {paper_order}.",
+        f"As a share of the real-data segmenter: attn2mask {plain['to_real']:.2f} and with BECO {beco['to_real']:.2f} "
+        f"here, {plain['paper_to_real']:.2f} and {beco['paper_to_real']:.2f} in the paper.",
+        f"BECO adds {gain:+.3f} mIoU against a seed spread of {noise:.3f} ({n_seeds} seeds): the gain "
+        f"{'exceeds' if abs(gain) > 2 * noise else 'does not exceed'} twice the spread.",
+        f"The class attn2mask loses most on is {worst} ({plain[worst]:.3f} against {real[worst]:.3f} with real "
+        "labels): look at its pseudo-masks in notebook 02 to see why.",
+    )
+
+
+def table2(rows: Sequence[Mapping], paper_table: Mapping = paper.TABLE2) -> str:
+    """06, Table 2: rows with method, n_images, mIoU; the paper's Table 2 (mIoU in %) beside them."""
+    curves = {}
+    for row in rows:
+        curves.setdefault(row["method"], {})[row["n_images"]] = row["mIoU"]
+    plain, beco = curves.get("attn2mask", {}), curves.get("attn2mask+BECO", {})
+    both = sorted(set(plain) & set(beco))
+    wins = sum(beco[n] > plain[n] for n in both)
+    p = paper_table["attn2mask"]
+    lo, hi = min(plain), max(plain)
+    return _join(
+        f"From {lo} to {hi} generated images, attn2mask {_trend(plain)}: {plain[lo]:.3f} to {plain[hi]:.3f}"
+        + (f"; with BECO, {beco[min(beco)]:.3f} to {beco[max(beco)]:.3f}." if beco else "."),
+        f"The paper's curve, from {min(p):,} to {max(p):,} images, {_trend(p)}: {p[min(p)] / 100:.3f} to "
+        f"{p[max(p)] / 100:.3f}: compare the shapes of the two curves, not their sizes.",
+        (f"BECO beats plain training at {wins} of {len(both)} sizes; each size is one seed, so differences "
+         "smaller than Table 1's seed spread are noise." if both else ""),
+    )
+
+
+def table3(rows: Sequence[Mapping], paper_table: Mapping = paper.TABLE3, toy: bool = True) -> str:
+    """06, Table 3: rows with method, n_images, mIoU (foreground/background); the paper's Table 3 (in %);
+    ``toy``: the images are the toy world's."""
+    curves = {}
+    for row in rows:
+        curves.setdefault(row["method"], {})[row["n_images"]] = row["mIoU"]
+    real, a2m = curves["real-supervised"], curves["attn2mask"]
+    n = max(set(real) & set(a2m) or set(a2m))
+    real[n] = real.get(n, real[max(real)])
+    p_real, p_a2m = paper_table["real-supervised"], paper_table["attn2mask"]
+    pn = max(set(p_real) & set(p_a2m))
+    return _join(
+        f"Foreground against background is a much easier task than naming classes: with {n} images attn2mask "
+        f"scores {a2m[n]:.3f} against {real[n]:.3f} with real labels ({a2m[n] / real[n]:.0%} of it).",
+        f"In the paper, at {pn:,} images: {p_a2m[pn] / 100:.3f} against {p_real[pn] / 100:.3f} "
+        f"({p_a2m[pn] / p_real[pn]:.0%})"
+        + ("; one flat-coloured object on a smooth background leaves the toy segmenters little to get wrong."
+           if toy else "."),
+    )
+
+
+def training_data(reliable: float, beta: float, r: float) -> str:
+    """06, the training-data figure: the share of generated pixels that Eq. 6 marks reliable at ``beta``, ``r``."""
+    return _join(
+        f"With β = {beta:g} and r = {r:g}, Eq. 6 marks {_pct(reliable)} of the generated pixels reliable "
+        "(yellow in the reliability row); the rest lie around object boundaries.",
+        "Plain training trusts every pseudo-label; BECO trusts only the reliable ones and, elsewhere, asks "
+        "its two networks to agree.",
+    )
