@@ -51,3 +51,13 @@ def test_the_core_imports_neither_the_toy_world_nor_the_study():
     assert len(CORE) > 15 and {p.name for p in CORE} >= {"trace.py", "registry.py", "dataset.py", "__init__.py"}
     found = {p.name: plugin_imports(p.read_text()) for p in CORE}
     assert not {k: v for k, v in found.items() if v}
+
+
+def test_the_study_reaches_the_toy_world_only_through_the_registry():
+    """A study is a combination of datasets and a pipeline; the toy world is one such combination,
+    registered by its plugin, so the study's modules never import it (DESIGN.md: notebooks -> study -> core)."""
+    study = sorted((PACKAGE / "study").glob("*.py"))
+    assert {p.name for p in study} >= {"combination.py", "experiments.py", "runner.py"}
+    found = {p.name: [n for n in imported(p.read_text(), "a2m_utils.study") if n.startswith("a2m_utils.toy")]
+             for p in study}
+    assert not {k: v for k, v in found.items() if v}

@@ -47,6 +47,7 @@ def cases() -> dict[str, tuple]:
     probe_steps = [m02["steps_used"][k] for k in (0, 5, 10, 15, 19)]
     resolutions = [tuple(int(x) for x in k.split("x")) for k in m01["probe_miou_by_resolution_t500"] if "x" in k]
     no_oracle = [{**row, "pseudo_mask_mIoU": None} for row in m03["table5"]]  # a validation set without an oracle
+    without_real = [row for row in m06["table3"] if row["method"] != "real-supervised"]  # fgbg_train_set = None
     paper_settings = {"paper_step": readings.PAPER.capture_steps[0], "paper_num_steps": readings.PAPER.num_steps}
     return {
         "world": (readings.world, (m00["world"],), {}),
@@ -71,13 +72,19 @@ def cases() -> dict[str, tuple]:
         "table6": (readings.table6, (m04["table6"],), {}),
         "table6_photographs": (readings.table6, (m04["table6"],), {"toy": False}),
         "nti_examples": (readings.nti_examples, (m04["reconstruction_mse"],), {}),
-        "before_after": (readings.before_after, (), {}),
+        "before_after": (readings.before_after, (m05["parameters"].get("instance_prompt", "in sks world"),
+                                                 {"before": 61.3, "after": 18.7}), {}),
+        "before_after_photographs": (readings.before_after, ("a photo in sks cityscape by a dashboard camera",),
+                                     {"toy": False}),
         "table4": (readings.table4, (m05["table4"], len(m05["parameters"]["seeds"])), {}),
         "table1": (readings.table1, (m06["table1"], len(m06["parameters"]["seeds"])), {}),
         "table2": (readings.table2, (m06["table2"],), {"paper_table": paper.TABLE2}),
         "table3": (readings.table3, (m06["table3"],), {"paper_table": paper.TABLE3}),
         "table3_photographs": (readings.table3, (m06["table3"],), {"paper_table": paper.TABLE3, "toy": False}),
-        "training_data": (readings.training_data, (0.8123, m06["parameters"]["beta"], m06["parameters"]["r"]), {}),
+        "table3_without_real": (readings.table3, (without_real,), {"paper_table": paper.TABLE3}),
+        "training_data": (readings.training_data, (0.8123, m06["parameters"]["beta"], m06["parameters"]["r"], 8,
+                                                   {"real-supervised": 0.9312, "attn2mask": 0.8417,
+                                                    "attn2mask+BECO": 0.8655}), {}),
     }
 
 
@@ -164,7 +171,7 @@ def test_every_number_in_a_reading_comes_from_its_inputs(name):
 def test_changing_the_inputs_changes_the_reading(name):
     fn, args, kwargs = CASES[name]
     inputs = {"args": args, "kwargs": kwargs}
-    if not leaves(inputs) or name in ("before_after", "probe_without_labels", "without_oracle"):
+    if not leaves(inputs) or name in ("probe_without_labels", "without_oracle"):
         pytest.skip("a reading without numbers")
     other = inputs
     for path in leaves(inputs):
@@ -188,22 +195,11 @@ def test_a_typed_in_number_is_caught(monkeypatch):
         test_every_number_in_a_reading_comes_from_its_inputs("probe")
 
 
-# Notebooks whose reading cells are still to come (issue 20): remove each entry once its notebook
-# shows a reading after every figure and table; the test then checks it like 00-02.
-TODO = {
-    "03_postprocessing_ablation": "readings.table5 after the Table 5 cell, readings.variants after variants.png",
-    "04_nti_comparison": "readings.table6 after Table 6, readings.nti_examples after nti_examples.png",
-    "05_lora_adaptation": "readings.before_after after fig6_before_after.png, readings.table4 after Table 4",
-    "06_segmentation_training": "readings.table1/table2/table3 after Tables 1-3, readings.training_data after "
-                                "training_data.png",
-}
 SHOWS = re.compile(r"display\(Markdown\(readings\.(\w+)\(")
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_every_figure_and_table_is_followed_by_a_reading(path):
-    if path.stem in TODO:
-        pytest.skip(f"TODO (issue 20): {TODO[path.stem]}")
     cells = nbformat.read(path, as_version=4).cells
     makers = [i for i, c in enumerate(cells) if c.cell_type == "code"
               and ("viz.save(" in c.source or "write_table(" in c.source)]
