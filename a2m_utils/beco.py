@@ -16,6 +16,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from .classes import IGNORE_INDEX
 from .images import to_tensor
+from .phases import phase
 from .segmentation import Precision, augment, build, device_of, make_optimizer, run_steps, step_rng
 
 BOUNDARY_WEIGHT = 0.2
@@ -116,6 +117,7 @@ def _mixed_batch(net_a: torch.nn.Module, net_b: torch.nn.Module, x: torch.Tensor
     return x, torch.where(mixed, y_mix, y), torch.where(mixed, m_mix, m), boundary_band(paste)
 
 
+@phase("segmenter training")
 def train_beco(net_a: torch.nn.Module, net_b: torch.nn.Module, batches: BecoBatches, steps: int, warmup: int,
                lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 1e-4, threshold: float = 0.95,
                augmentation: bool = True, jitter: float = 0.0, seed: int = 0, ckpt: Path | None = None,

@@ -40,6 +40,7 @@ from .atomic import write_bytes
 from .classes import ClassVocab, voc_palette
 from .identity import model_identity, scheduler_identity
 from .masks import class_maps, pseudo_mask
+from .phases import phase
 from .prompts import Prompt
 from .refine import refine_maps
 from .tokens import NoClassInPromptError, class_positions
@@ -243,13 +244,15 @@ class DatasetWriter:
 
     def write_batch(self, indices: range) -> None:
         s, batch = self.settings, [self.prompts[i] for i in indices]
-        t = generate(self.pipe, [p.text for p in batch], [p.seed for p in batch], steps=s.capture_steps,
-                     self_attention_res=s.self_attention_res, num_inference_steps=s.num_steps,
-                     guidance_scale=s.guidance_scale)
+        with phase("generation"):
+            t = generate(self.pipe, [p.text for p in batch], [p.seed for p in batch], steps=s.capture_steps,
+                         self_attention_res=s.self_attention_res, num_inference_steps=s.num_steps,
+                         guidance_scale=s.guidance_scale)
         attn, affinity = t.attention(), t.self_attention() if s.self_attention_res else None
         for k, (i, p) in enumerate(zip(indices, batch)):
             self.write_sample(i, p, t.images[k], attn[k], t.steps_used, None if affinity is None else affinity[k])
 
+    @phase("dataset I/O")
     def write_sample(self, index: int, prompt: Prompt, image: np.ndarray, attn: np.ndarray,
                      steps_used: list[tuple[int, int]], affinity: np.ndarray | None = None) -> None:
         s, sid = self.settings, sample_id(index)

@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from . import checkpoint
 from .batches import batch_indices
 from .latents import check_images, embed, to_latents
+from .phases import phase
 
 UNET_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
 TEXT_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
@@ -81,6 +82,7 @@ def lora_loss(pipe, images: np.ndarray, prompts: list[str], generator: torch.Gen
     return F.mse_loss(pred.float(), noise.float())
 
 
+@phase("LoRA training")
 def train_lora(
     pipe,
     images: np.ndarray,

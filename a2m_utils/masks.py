@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from skimage.filters import threshold_otsu
 
 from .crf import dense_crf
+from .phases import phase
 from .tokens import words
 
 METHODS = ("argmax", "threshold", "otsu", "dcrf")
@@ -129,6 +130,7 @@ class PseudoMask:
     positions: dict[str, list[int]] = field(default_factory=dict)  # Eq. 4's tau_c, when built from tokens
 
 
+@phase("pseudo-masks")
 def pseudo_mask(raw: np.ndarray, class_ids: Sequence[int], image: np.ndarray, method: str = "dcrf",
                 beta: float = 0.2, r: float = 0.5, theta: float = 128, joint: bool = False) -> PseudoMask:
     """The pseudo-mask of one image from its raw class maps A_c (C, h, w) of Eq. 4: resize to the

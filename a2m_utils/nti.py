@@ -19,6 +19,7 @@ from .capture import Steps, capture_attention
 from .guidance import guide
 from .images import to_uint8
 from .latents import embed, to_images, to_latents
+from .phases import phase
 
 NTI_STEPS = 50  # DDIM steps (Mokady et al.)
 NTI_GUIDANCE = 7.5
@@ -139,6 +140,7 @@ def _mse(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.mean((a / 255.0 - b / 255.0) ** 2, axis=(1, 2, 3))
 
 
+@phase("inversion")
 def invert(
     pipe,
     images: np.ndarray,

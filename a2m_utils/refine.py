@@ -16,12 +16,14 @@ import torch.nn.functional as F
 
 from . import masks
 from .classes import IGNORE_INDEX
+from .phases import phase
 
 POWER = 4  # the affinity's exponent
 FOREGROUND = 0.6  # a pixel takes its class where the refined maximum reaches this
 UNCERTAIN = 0.5  # ... is ignored (255) where it lies in [UNCERTAIN, FOREGROUND)
 
 
+@phase("pseudo-masks")
 def refine_maps(maps: np.ndarray, affinity: np.ndarray, power: int = POWER) -> np.ndarray:
     """Class maps (C, h, w) resized to the affinity's r x r, times A^power, min-max scaled: (C, r, r)."""
     n = affinity.shape[0]

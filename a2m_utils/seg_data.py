@@ -20,6 +20,7 @@ from PIL import Image
 
 from .batches import batch_indices
 from .classes import IGNORE_INDEX
+from .phases import phase
 
 Size = int | tuple[int, int] | None  # (height, width); an int is a square
 
@@ -117,6 +118,7 @@ class SegFiles:
         return SegFiles(self.images, self.labels, self.reliability, fn if inner is None else lambda x: fn(inner(x)),
                         self.size)
 
+    @phase("dataset I/O")
     def arrays(self, indices: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Images, labels and reliability of ``indices`` (default: all), stacked."""
         items = [self[i] for i in (range(len(self)) if indices is None else indices)]

@@ -22,6 +22,7 @@ from . import checkpoint
 from .classes import IGNORE_INDEX
 from .images import to_tensor
 from .metrics import confusion_matrix, scores
+from .phases import phase
 
 # The paper's segmenter (DeepLabv3+ ResNet-50, ImageNet-pretrained encoder), and a small one that trains on
 # 32x32 toy images on CPU from scratch.
@@ -141,6 +142,7 @@ def make_optimizer(params, name: str = "sgd", lr: float = 0.01, weight_decay: fl
     raise ValueError(f"unknown optimizer {name!r}; expected 'sgd' or 'adam'")
 
 
+@phase("segmenter training")
 def train_supervised(model: torch.nn.Module, batches: Batches, steps: int, lr: float = 0.01,
                      weight_decay: float = 1e-4, momentum: float = 0.9, optimizer: str = "sgd",
                      desc: str = "segmenter", augmentation: bool = False, seed: int = 0,
@@ -186,6 +188,7 @@ def predict(model: torch.nn.Module, images: np.ndarray, batch_size: int = 64) ->
     return torch.cat(out).byte().numpy()
 
 
+@phase("evaluation")
 def evaluate(model: torch.nn.Module | Callable[[np.ndarray], np.ndarray], images: np.ndarray,
              labels: np.ndarray, num_classes: int) -> dict:
     """Per-class IoU, mIoU and pixel accuracy (``metrics.scores``, 255 ignored) of a model, or of a

@@ -8,7 +8,7 @@ pipeline (committed weights) and a Stable Diffusion 1.4-shaped pipeline with ran
 ``output_type="latent"`` (no VAE decode, identical in both arms). Memory: the capture state's
 high-water mark (``AttentionStore.peak_bytes``) for 10 and 100 steps, all steps captured.
 
-    python benchmarks/capture_overhead.py [--sd-steps 3] [--repeats 3] [--threads N]
+    python benchmarks/capture_overhead.py [--sd-steps 3] [--repeats 3] [--threads N] [--only toy|sd]
 """
 
 from __future__ import annotations
@@ -61,29 +61,40 @@ def ratios(pipe, steps: int, repeats: int, prompts: list[str]) -> dict[str, floa
     return {k: statistics.median(v) / base for k, v in times.items()}
 
 
+def toy_pipeline(steps: int, repeats: int) -> None:
+    toy = load_toy()
+    toy.scheduler = DDIMScheduler.from_config(toy.scheduler.config)
+    toy_prompts = ["a red circle and a blue square"] * 8
+    print("toy pipeline (committed weights), DDIM, batch 8:")
+    ratios(toy, steps, repeats, toy_prompts)
+    for n in (10, 100):
+        print(f"  capture-state peak, {n} steps: {run(toy, n, None, toy_prompts)[1] / 2**20:.3f} MiB")
+
+
+def sd_pipelines(steps: int, repeats: int) -> None:
+    print("Stable Diffusion 1.4-shaped pipeline, random weights, 64x64 latents, DDPM, batch 1:")
+    ratios(sd_pipeline(64), steps, repeats, ["a red circle"])
+    small = sd_pipeline(16)
+    print("Stable Diffusion 1.4 configuration at 16x16 latents (memory only):")
+    for n in (10, 100):
+        print(f"  capture-state peak, {n} steps: {run(small, n, None, ['a red circle'])[1] / 2**20:.3f} MiB")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--sd-steps", type=int, default=3)
     p.add_argument("--toy-steps", type=int, default=50)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--only", choices=("toy", "sd"), help="measure one of the two pipelines")
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
     print(f"torch threads: {torch.get_num_threads()}")
-    toy = load_toy()
-    toy.scheduler = DDIMScheduler.from_config(toy.scheduler.config)
-    toy_prompts = ["a red circle and a blue square"] * 8
-    print("toy pipeline (committed weights), DDIM, batch 8:")
-    ratios(toy, a.toy_steps, a.repeats, toy_prompts)
-    for n in (10, 100):
-        print(f"  capture-state peak, {n} steps: {run(toy, n, None, toy_prompts)[1] / 2**20:.3f} MiB")
-    print("Stable Diffusion 1.4-shaped pipeline, random weights, 64x64 latents, DDPM, batch 1:")
-    ratios(sd_pipeline(64), a.sd_steps, a.repeats, ["a red circle"])
-    small = sd_pipeline(16)
-    print("Stable Diffusion 1.4 configuration at 16x16 latents (memory only):")
-    for n in (10, 100):
-        print(f"  capture-state peak, {n} steps: {run(small, n, None, ['a red circle'])[1] / 2**20:.3f} MiB")
+    if a.only != "sd":
+        toy_pipeline(a.toy_steps, a.repeats)
+    if a.only != "toy":
+        sd_pipelines(a.sd_steps, a.repeats)
 
 
 if __name__ == "__main__":

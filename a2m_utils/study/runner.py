@@ -8,9 +8,9 @@ A profile (``profiles/<name>.yaml``) maps notebook names to papermill parameters
 ``toy``, ``results/<profile>`` for any other) is where each notebook writes
 ``<out_dir_root>/<notebook>/``. Executed notebooks go to ``<out_dir_root>/notebooks/``
 (committed: a reader sees the outputs without running) and a run record (parameters, versions,
-wall time per notebook) to ``<out_dir_root>/run_<profile>.json``, which an ``--only`` rerun
-updates rather than replaces; ``REPORT.md`` there, headed by the profile's ``_title``, is rebuilt
-at the end. A profile's ``_setup`` ({creates: PATH, command: "python -m ..."}) runs once, before its
+wall time per notebook and per phase within it, ``a2m_utils.phases``) to
+``<out_dir_root>/run_<profile>.json``, which an ``--only`` rerun updates rather than replaces;
+``REPORT.md`` there, headed by the profile's ``_title``, is rebuilt at the end. A profile's ``_setup`` ({creates: PATH, command: "python -m ..."}) runs once, before its
 notebooks, when PATH does not exist.
 """
 
@@ -23,13 +23,18 @@ import platform
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from unittest import mock
 from importlib.metadata import version
 from pathlib import Path
 
 import papermill as pm
 import yaml
 
+from .. import phases
 from .report import REPO, output_dir
 from .summary import build as build_report
 
@@ -54,6 +59,25 @@ def load_profile(profile: str | Path) -> tuple[dict, dict[str, dict]]:
     if missing:
         raise FileNotFoundError(f"profile {path.name} names notebooks that do not exist: {missing}")
     return common, {n: p or {} for n, p in sorted(cfg.items())}
+
+
+@contextmanager
+def timed_phases() -> Iterator[dict]:
+    """A dict filled, when the block ends, with the ``a2m_utils.phases`` totals of the kernel run inside it."""
+    totals: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "phases.json"
+        with mock.patch.dict(os.environ, {phases.ENV: str(path)}):  # the notebook's kernel inherits it
+            yield totals
+        totals.update(json.loads(path.read_text()) if path.is_file() else {})
+
+
+def phase_table(totals: dict, wall_s: float) -> dict:
+    """Wall and CPU seconds per phase, rounded, plus ``other`` (the notebook's wall time outside any phase)."""
+    table = {k: {"wall_s": round(v["wall_s"], 1), "cpu_s": round(v["cpu_s"], 1), "calls": v["calls"]}
+             for k, v in sorted(totals.items())}
+    table["other"] = {"wall_s": round(wall_s - sum(v["wall_s"] for v in totals.values()), 1)}
+    return table
 
 
 def run_profile(profile: str | Path, only: list[str] | None = None, out_root: str | Path | None = None) -> dict:
@@ -84,9 +108,11 @@ def run_profile(profile: str | Path, only: list[str] | None = None, out_root: st
         out = root / name
         params = {**common, **params, "out_dir": str(out.relative_to(REPO) if out.is_relative_to(REPO) else out)}
         t0 = time.time()
-        pm.execute_notebook(NOTEBOOKS / f"{name}.ipynb", root / "notebooks" / f"{name}.ipynb",
-                            parameters=params, cwd=str(REPO), progress_bar=False, kernel_name="python3")
-        record["notebooks"][name] = {"parameters": params, "wall_s": round(time.time() - t0, 1)}
+        with timed_phases() as phases:
+            pm.execute_notebook(NOTEBOOKS / f"{name}.ipynb", root / "notebooks" / f"{name}.ipynb",
+                                parameters=params, cwd=str(REPO), progress_bar=False, kernel_name="python3")
+        wall = round(time.time() - t0, 1)
+        record["notebooks"][name] = {"parameters": params, "wall_s": wall, "phases": phase_table(phases, wall)}
         print(f"{name}: {record['notebooks'][name]['wall_s']} s", flush=True)
     record["notebooks"] = dict(sorted(record["notebooks"].items()))
     record["wall_s"] = round(sum(r["wall_s"] for r in record["notebooks"].values()), 1)

@@ -19,6 +19,7 @@ from pathlib import Path
 from PIL import Image
 
 from ..classes import voc_palette
+from ..phases import phase
 from .world import make_sample
 
 REAL_SEED0 = 6 * 10**9
@@ -50,6 +51,7 @@ SETS = {  # the study's: scenes of 1-2 objects; one object (Table 3); the target
 }
 
 
+@phase("toy sets")
 def _write(folder: Path, spec: ToySet) -> None:
     captions = {}
     for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
