@@ -1,4 +1,8 @@
-from a2m_utils.study.experiments import table5_conclusions
+import numpy as np
+import pytest
+
+from a2m_utils import beco, segmentation
+from a2m_utils.study.experiments import SegConfig, fit, table5_conclusions, training_key
 
 
 def test_table5_conclusions_compare_the_refinement_with_the_toy_preset():
@@ -8,3 +12,64 @@ def test_table5_conclusions_compare_the_refinement_with_the_toy_preset():
     assert "best of the paper's variants is dcrf beta 0 (0.520): not reproduced" in lines[0]
     assert lines[1].endswith("Here: -16.0 points.")
     assert "0.420 vs dcrf beta 0 (the preset's) 0.520: it does not beat it" in lines[-1]
+
+
+def _toy_arrays(n: int = 8, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
+    labels = (images[..., 0] > 127).astype(np.uint8)
+    return images, labels, np.ones_like(labels, dtype=bool)
+
+
+@pytest.mark.parametrize("method", ["supervised", "beco"])
+def test_a_cached_training_loads_instead_of_training_again(method, tmp_path, monkeypatch):
+    steps_run = []
+    real_run_steps = segmentation.run_steps
+
+    def counting(train_step, *args, **kwargs):
+        return real_run_steps(lambda step: steps_run.append(step) or train_step(step), *args, **kwargs)
+
+    monkeypatch.setattr(segmentation, "run_steps", counting)
+    monkeypatch.setattr(beco, "run_steps", counting)
+    data, config = _toy_arrays(), SegConfig(steps=4, batch_size=4)
+    first = fit(method, data, 2, seed=0, config=config, cache=tmp_path)
+    assert steps_run == [0, 1, 2, 3] and len(list(tmp_path.glob("*.pt"))) == 1
+    again = fit(method, data, 2, seed=0, config=config, cache=tmp_path)
+    assert steps_run == [0, 1, 2, 3]  # loaded, not trained
+    np.testing.assert_array_equal(first(data[0]), again(data[0]))
+
+
+def test_other_data_seed_or_settings_are_another_training(tmp_path):
+    data, config = _toy_arrays(), SegConfig(steps=1, batch_size=4)
+    keys = {training_key("supervised", data, 2, 0, config, "cpu"),
+            training_key("supervised", _toy_arrays(seed=1), 2, 0, config, "cpu"),
+            training_key("supervised", data, 2, 1, config, "cpu"),
+            training_key("supervised", data, 3, 0, config, "cpu"),
+            training_key("supervised", data, 2, 0, SegConfig(steps=1, batch_size=4, lr=1e-3), "cpu"),
+            training_key("beco", data, 2, 0, config, "cpu")}
+    assert len(keys) == 6
+    unreliable = (*data[:2], np.zeros_like(data[2]))  # reliability matters to BECO only
+    assert training_key("supervised", unreliable, 2, 0, config, "cpu") in keys
+    assert training_key("beco", unreliable, 2, 0, config, "cpu") not in keys
+
+
+def test_an_interrupted_training_resumes_to_the_same_segmenter(tmp_path, monkeypatch):
+    data, config = _toy_arrays(), SegConfig(steps=6, batch_size=4)
+    straight = fit("supervised", data, 2, config=config, cache=None)
+    real_run_steps = segmentation.run_steps
+
+    def interrupted(train_step, steps, parts, config_, ckpt, ckpt_every, stop_after, *rest):
+        real_run_steps(train_step, steps, parts, config_, ckpt, 1, 3, *rest)  # stops after step 3
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(segmentation, "run_steps", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        fit("supervised", data, 2, config=config, cache=tmp_path)
+    monkeypatch.setattr(segmentation, "run_steps", real_run_steps)
+    resumed = fit("supervised", data, 2, config=config, cache=tmp_path)
+    np.testing.assert_array_equal(straight(data[0]), resumed(data[0]))
+
+
+def test_an_unknown_training_method_is_named():
+    with pytest.raises(ValueError, match="unknown training method 'cotrain'"):
+        fit("cotrain", _toy_arrays(), 2, cache=None)

@@ -7,13 +7,15 @@ import csv
 import hashlib
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import segmentation_models_pytorch as smp
+import torch
 from tqdm.auto import tqdm
 
-from .. import beco, segmentation
+from .. import __version__, beco, segmentation
 from ..batches import array_batches
 from ..classes import IGNORE_INDEX, ClassVocab
 from ..dataset import DatasetWriter, Settings, load_sample, merge
@@ -115,28 +117,47 @@ def relabel(folder: Path, method: str, beta: float = 0.2, theta: float = 128) ->
     return np.stack(labels)
 
 
+def training_key(method: str, data: Arrays | SegFiles, num_classes: int, seed: int, config: SegConfig,
+                 device: str) -> str:
+    """A hash of all a segmenter's training depends on: the data as it sees them (images and labels;
+    reliability for BECO), method, classes, seed, configuration, device type, and the kit's, torch's
+    and smp's versions. Reading files on demand, this reads the set once."""
+    h = hashlib.sha256(json.dumps([method, num_classes, seed, asdict(config), torch.device(device).type, __version__,
+                                   torch.__version__, smp.__version__]).encode())
+    n = len(data) if isinstance(data, SegFiles) else len(data[0])
+    for start in range(0, n, 256):
+        part = data.arrays(range(start, min(n, start + 256))) if isinstance(data, SegFiles) else \
+            [x[start:start + 256] for x in data]
+        for x in part[:3 if method == "beco" else 2]:
+            h.update(f"{x.shape}{x.dtype}".encode() + np.ascontiguousarray(x).tobytes())
+    return h.hexdigest()[:20]
+
+
 def fit(method: str, data: Arrays | SegFiles, num_classes: int, seed: int = 0, config: SegConfig = SegConfig(),
-        desc: str | None = None, device: str = "cpu") -> Predict:
+        desc: str | None = None, device: str = "cpu", cache: Path | None = DATA / "segmenters") -> Predict:
     """Train a segmenter on ``device`` on ``data`` (arrays, or files read on demand): ``"supervised"``
     (cross-entropy on every labelled pixel) or ``"beco"`` (two networks co-trained on the reliability
-    maps); returns its predictor."""
+    maps); returns its predictor. With ``cache``, the training checkpoints to ``cache/<training_key>.pt``:
+    an interrupted one resumes, and a finished one (the same data, method, seed and settings, in any
+    notebook) loads instead of training again. Delete the folder after changing training code."""
+    if method not in ("supervised", "beco"):
+        raise ValueError(f"unknown training method {method!r}; expected 'supervised' or 'beco'")
     on_disk = isinstance(data, SegFiles)
     n = len(data) if on_disk else len(data[0])
     batches = data.batches(config.batch_size, seed) if on_disk else array_batches(data, config.batch_size, seed)
     arch = {**dict(config.arch), "device": device}
+    ckpt = None if cache is None else Path(cache) / f"{training_key(method, data, num_classes, seed, config, device)}.pt"
     if method == "supervised":
         model = segmentation.build(num_classes, seed=seed, **arch)
         segmentation.train_supervised(model, batches, config.steps, lr=config.lr, optimizer=config.optimizer,
-                                      augmentation=config.augmentation, seed=seed, desc=desc or method)
+                                      augmentation=config.augmentation, seed=seed, desc=desc or method, ckpt=ckpt)
         return lambda images: segmentation.predict(model, images)
-    if method == "beco":
-        net_a, net_b = beco.build_pair(num_classes, seed=seed, **arch)
-        warmup = max(1, n // config.batch_size)
-        beco.train_beco(net_a, net_b, batches, config.steps, min(warmup, config.steps // 2), lr=config.lr,
-                        augmentation=config.augmentation, seed=seed, desc=desc or method,
-                        optimizer=config.optimizer)
-        return lambda images: beco.predict_ensemble(net_a, net_b, images)
-    raise ValueError(f"unknown training method {method!r}; expected 'supervised' or 'beco'")
+    net_a, net_b = beco.build_pair(num_classes, seed=seed, **arch)
+    warmup = max(1, n // config.batch_size)
+    beco.train_beco(net_a, net_b, batches, config.steps, min(warmup, config.steps // 2), lr=config.lr,
+                    augmentation=config.augmentation, seed=seed, desc=desc or method, optimizer=config.optimizer,
+                    ckpt=ckpt)
+    return lambda images: beco.predict_ensemble(net_a, net_b, images)
 
 
 def score(predict: Predict, images: np.ndarray, labels: np.ndarray, num_classes: int) -> dict:
