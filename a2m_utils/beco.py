@@ -122,20 +122,21 @@ def train_beco(net_a: torch.nn.Module, net_b: torch.nn.Module, batches: BecoBatc
                lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 1e-4, threshold: float = 0.95,
                augmentation: bool = True, jitter: float = 0.0, seed: int = 0, ckpt: Path | None = None,
                ckpt_every: int = 100, stop_after: int | None = None, desc: str = "BECO",
-               optimizer: str = "sgd") -> list[dict]:
+               optimizer: str = "sgd", mixed_precision: bool = True) -> list[dict]:
     """Co-train ``net_a`` and ``net_b`` (``build_pair``) with one SGD optimiser and the poly schedule
     (power 0.9) on ``beco_loss``; mixing as in ``_mixed_batch`` after ``warmup`` steps (BECO: one
     epoch); crop-and-flip ``augment`` of images, labels and reliability, and ``photometric`` jitter of
-    strength ``jitter`` (0: none) after mixing. With ``ckpt``, resumes from and saves to that file
-    (both networks, optimiser, scheduler, step). Returns the loss terms of every step."""
+    strength ``jitter`` (0: none) after mixing; ``segmentation.Precision(mixed=mixed_precision)``. With
+    ``ckpt``, resumes from and saves to that file (both networks, optimiser, scheduler, step). Returns
+    the loss terms of every step."""
     device = device_of(net_a)
-    precision = Precision(device)
+    precision = Precision(device, mixed_precision)
     opt = make_optimizer([*net_a.parameters(), *net_b.parameters()], optimizer, lr, weight_decay, momentum)
     sched = torch.optim.lr_scheduler.PolynomialLR(opt, total_iters=steps, power=0.9)
     parts = {"net_a": net_a, "net_b": net_b, "opt": opt, "sched": sched, **precision.parts()}
     config = {"steps": steps, "warmup": warmup, "lr": lr, "optimizer": optimizer, "momentum": momentum,
               "weight_decay": weight_decay, "threshold": threshold, "augmentation": augmentation, "jitter": jitter,
-              "seed": seed}
+              "seed": seed, "mixed_precision": mixed_precision}
 
     def train_step(step: int) -> dict[str, float]:
         rng = step_rng(seed, step)
@@ -144,7 +145,8 @@ def train_beco(net_a: torch.nn.Module, net_b: torch.nn.Module, batches: BecoBatc
             images, labels, reliable = augment(images, labels, rng, extra=reliable)
         x, y, m = (to_tensor(images).to(device), torch.from_numpy(labels).long().to(device),
                    torch.from_numpy(reliable).bool().to(device))
-        x, y, m, boundary = _mixed_batch(net_a, net_b, x, y, m, rng, step >= warmup, threshold)
+        with precision.autocast():
+            x, y, m, boundary = _mixed_batch(net_a, net_b, x, y, m, rng, step >= warmup, threshold)
         if jitter:
             x = photometric(x, rng, jitter)
         with precision.autocast():

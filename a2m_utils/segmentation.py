@@ -47,21 +47,26 @@ def build(num_classes: int, arch: str = "DeepLabV3Plus", encoder_name: str = "re
             f"On a machine with internet run `huggingface-cli download smp-hub/{encoder_name}.{encoder_weights}` "
             "once (it fills the Hugging Face cache, which an offline machine can copy), or train from scratch "
             "with encoder_weights=None") from err
-    return model.to(device)
+    return model.to(device, memory_format=torch.channels_last)  # NHWC: faster convolutions on CPU and GPU
 
 
 class Precision:
-    """Mixed precision on CUDA (fp16 autocast, gradient scaling), plain fp32 elsewhere."""
+    """Mixed precision (``mixed``): fp16 autocast with gradient scaling on CUDA, bf16 autocast on CPU
+    (about half the time per step of the toy segmenter on a CPU with AVX512-BF16); else fp32. The
+    weights and the optimiser stay fp32 either way."""
 
-    def __init__(self, device: torch.device) -> None:
-        self.cuda = torch.device(device).type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.cuda)
+    def __init__(self, device: torch.device, mixed: bool = True) -> None:
+        self.type = torch.device(device).type
+        self.mixed = mixed
+        self.scaler = torch.amp.GradScaler("cuda", enabled=mixed and self.type == "cuda")
 
     def autocast(self):
-        return torch.autocast("cuda", dtype=torch.float16) if self.cuda else nullcontext()
+        if not self.mixed:
+            return nullcontext()
+        return torch.autocast(self.type, dtype=torch.float16 if self.type == "cuda" else torch.bfloat16)
 
     def step(self, loss: torch.Tensor, opt: torch.optim.Optimizer) -> None:
-        """Backward and optimiser step (both exact fp32 calls when not on CUDA)."""
+        """Backward and optimiser step (gradients scaled on CUDA only)."""
         opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(opt)
@@ -69,7 +74,7 @@ class Precision:
 
     def parts(self) -> dict:
         """The scaler's state, to checkpoint (none off CUDA)."""
-        return {"scaler": self.scaler} if self.cuda else {}
+        return {"scaler": self.scaler} if self.scaler.is_enabled() else {}
 
 
 # step -> (images uint8 NHWC, labels NHW uint8[, reliability NHW bool]); extra items are ignored here.
@@ -147,18 +152,18 @@ def train_supervised(model: torch.nn.Module, batches: Batches, steps: int, lr: f
                      weight_decay: float = 1e-4, momentum: float = 0.9, optimizer: str = "sgd",
                      desc: str = "segmenter", augmentation: bool = False, seed: int = 0,
                      ckpt: Path | None = None, ckpt_every: int = 100, stop_after: int | None = None,
-                     ) -> list[float]:
+                     mixed_precision: bool = True) -> list[float]:
     """Cross-entropy ignoring 255 with the poly schedule (power 0.9); SGD as in the paper, or Adam;
-    optional crop-and-flip ``augment``; mixed precision on CUDA (``Precision``). With ``ckpt``, resumes
+    optional crop-and-flip ``augment``; ``Precision(mixed=mixed_precision)``. With ``ckpt``, resumes
     from and saves to that file (every ``ckpt_every`` steps and at the end, or after step
     ``stop_after``). Returns the losses."""
     device = device_of(model)
-    precision = Precision(device)
+    precision = Precision(device, mixed_precision)
     opt = make_optimizer(model.parameters(), optimizer, lr, weight_decay, momentum)
     sched = torch.optim.lr_scheduler.PolynomialLR(opt, total_iters=steps, power=0.9)
     parts = {"model": model, "opt": opt, "sched": sched, **precision.parts()}
     config = {"steps": steps, "lr": lr, "weight_decay": weight_decay, "momentum": momentum, "optimizer": optimizer,
-              "augmentation": augmentation, "seed": seed}
+              "augmentation": augmentation, "seed": seed, "mixed_precision": mixed_precision}
 
     def train_step(step: int) -> float:
         rng = step_rng(seed, step)

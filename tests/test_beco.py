@@ -234,3 +234,15 @@ def test_build_keeps_the_global_random_state_and_is_seeded():
     assert torch.equal(torch.rand(1), before)
     b = segmentation.build(3, **segmentation.TOY, seed=4)
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_mixed_precision_is_bf16_on_cpu_fp32_when_off_and_the_weights_stay_fp32():
+    x, conv = torch.randn(1, 3, 8, 8), torch.nn.Conv2d(3, 4, 3)
+    with segmentation.Precision("cpu").autocast():
+        assert conv(x).dtype == torch.bfloat16
+    with segmentation.Precision("cpu", mixed=False).autocast():
+        assert conv(x).dtype == torch.float32
+    assert segmentation.Precision("cpu").parts() == {}  # no gradient scaler off CUDA
+    model = segmentation.build(3, **segmentation.TOY)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert model.encoder.conv1.weight.is_contiguous(memory_format=torch.channels_last)

@@ -53,6 +53,7 @@ class SegConfig:
     optimizer: str = "adam"
     augmentation: bool = False
     arch: tuple = tuple(segmentation.TOY.items())
+    mixed_precision: bool = True
 
 
 ARCHS = {"toy": segmentation.TOY, "paper": segmentation.PAPER}  # the notebooks' ``segmenter`` parameter
@@ -150,13 +151,14 @@ def fit(method: str, data: Arrays | SegFiles, num_classes: int, seed: int = 0, c
     if method == "supervised":
         model = segmentation.build(num_classes, seed=seed, **arch)
         segmentation.train_supervised(model, batches, config.steps, lr=config.lr, optimizer=config.optimizer,
-                                      augmentation=config.augmentation, seed=seed, desc=desc or method, ckpt=ckpt)
+                                      augmentation=config.augmentation, seed=seed, desc=desc or method, ckpt=ckpt,
+                                      mixed_precision=config.mixed_precision)
         return lambda images: segmentation.predict(model, images)
     net_a, net_b = beco.build_pair(num_classes, seed=seed, **arch)
     warmup = max(1, n // config.batch_size)
     beco.train_beco(net_a, net_b, batches, config.steps, min(warmup, config.steps // 2), lr=config.lr,
                     augmentation=config.augmentation, seed=seed, desc=desc or method, optimizer=config.optimizer,
-                    ckpt=ckpt)
+                    ckpt=ckpt, mixed_precision=config.mixed_precision)
     return lambda images: beco.predict_ensemble(net_a, net_b, images)
 
 
