@@ -87,6 +87,7 @@ class Settings:
     batch_size: int = 8
     jpeg_quality: int = 95
     self_attention_res: int | None = None  # also store self-attention-refined maps (Dataset Diffusion)
+    precision: str = "fp32"  # sampling: "fp32" (the weights' dtype) or "bf16"/"fp16" autocast (trace.generate)
 
     def to_json(self) -> dict:
         return {**asdict(self), "kit_version": __version__}
@@ -244,10 +245,9 @@ class DatasetWriter:
 
     def write_batch(self, indices: range) -> None:
         s, batch = self.settings, [self.prompts[i] for i in indices]
-        with phase("generation"):
-            t = generate(self.pipe, [p.text for p in batch], [p.seed for p in batch], steps=s.capture_steps,
-                         self_attention_res=s.self_attention_res, num_inference_steps=s.num_steps,
-                         guidance_scale=s.guidance_scale)
+        t = generate(self.pipe, [p.text for p in batch], [p.seed for p in batch], steps=s.capture_steps,
+                     self_attention_res=s.self_attention_res, num_inference_steps=s.num_steps,
+                     guidance_scale=s.guidance_scale, precision=s.precision)
         attn, affinity = t.attention(), t.self_attention() if s.self_attention_res else None
         for k, (i, p) in enumerate(zip(indices, batch)):
             self.write_sample(i, p, t.images[k], attn[k], t.steps_used, None if affinity is None else affinity[k])

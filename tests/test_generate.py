@@ -124,3 +124,16 @@ def test_generator_seeds_are_on_the_cpu(toy):
                   output_type="np")
     assert np.array_equal(t.images, g.images) and np.array_equal(t.attention(), g.attention())
     assert np.array_equal(np.round(out.images * 255).astype(np.uint8), g.images)
+
+
+def test_bf16_sampling_is_deterministic_close_to_fp32_and_checked(toy):
+    run = lambda precision: generate(toy, ["a red circle"] * 2, [3, 4], num_inference_steps=4, guidance_scale=2.0,
+                                     precision=precision)
+    full, half, again = run("fp32"), run("bf16"), run("bf16")
+    np.testing.assert_array_equal(half.images, again.images)
+    np.testing.assert_array_equal(half.attention(), again.attention())
+    assert not np.array_equal(full.images, half.images)  # autocast did run in bf16
+    assert np.abs(full.images.astype(int) - half.images).mean() < 4  # of 255
+    assert np.abs(full.attention() - half.attention()).max() < 0.1
+    with pytest.raises(ValueError, match="unknown precision 'int8'"):
+        run("int8")

@@ -10,8 +10,9 @@ A profile (``profiles/<name>.yaml``) maps notebook names to papermill parameters
 (committed: a reader sees the outputs without running) and a run record (parameters, versions,
 wall time per notebook and per phase within it, ``a2m_utils.phases``) to
 ``<out_dir_root>/run_<profile>.json``, which an ``--only`` rerun updates rather than replaces;
-``REPORT.md`` there, headed by the profile's ``_title``, is rebuilt at the end. A profile's ``_setup`` ({creates: PATH, command: "python -m ..."}) runs once, before its
-notebooks, when PATH does not exist.
+``REPORT.md`` there, headed by the profile's ``_title``, is rebuilt at the end. A profile's
+``_setup`` ({creates: PATH, command: "python -m ..."}) runs once, before its notebooks, when PATH
+does not exist.
 """
 
 from __future__ import annotations

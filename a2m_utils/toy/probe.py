@@ -18,6 +18,7 @@ from ..images import to_tensor
 from ..latents import embed
 from ..masks import PseudoMask, class_maps, pseudo_mask
 from ..metrics import confusion_matrix, scores
+from ..phases import phase
 from ..tokens import class_positions
 from . import world as toyworld
 from .world import TOY
@@ -31,6 +32,7 @@ def sample_mask(attn: np.ndarray, sample: toyworld.ToySample, tokenizer, method:
     return pseudo_mask(class_maps(attn, positions), ids, sample.image, method, beta)
 
 
+@phase("attention probe")
 def attention_labels(model, samples: Sequence[toyworld.ToySample], timesteps: Sequence[int], seed: int,
                      betas: Sequence[float], method: str, variants: Sequence[bool] = (False,),
                      resolution: tuple[int, int] | None = None) -> dict[tuple[float, bool], list[np.ndarray]]:
