@@ -97,7 +97,8 @@ def sample_id(index: int) -> str:
     return f"{index:07d}"
 
 
-def _png(array: np.ndarray, palette: bool) -> bytes:
+def png_bytes(array: np.ndarray, palette: bool) -> bytes:
+    """A uint8 map as PNG bytes: a palette PNG in VOC's colours (labels), or greyscale."""
     img = Image.fromarray(array, mode="L")
     if palette:
         img = img.convert("P")
@@ -268,8 +269,8 @@ class DatasetWriter:
             "refined": refine_maps(raw.astype(np.float32), affinity).astype(np.float16)}
         files = {
             "image": jpeg,
-            "label": _png(pm.label, palette=True),
-            "reliability": _png(pm.reliability.astype(np.uint8), palette=False),
+            "label": png_bytes(pm.label, palette=True),
+            "reliability": png_bytes(pm.reliability.astype(np.uint8), palette=False),
             "attention": _npz(maps=raw, class_ids=np.asarray(ids, dtype=np.uint8), **extra),
         }
         hashes = {kind: write_bytes(_path(self.root, kind, sid), data) for kind, data in files.items()}

@@ -139,8 +139,9 @@ def test_save_and_load_into_a_fresh_pipeline(kind, tmp_path):
     prompts, seeds = ["a picture of a red circle in sks world", "a blue star"], [0, 1]
     want = generate(pipe, prompts, seeds, steps=1, num_inference_steps=3)
     got = generate(fresh, prompts, seeds, steps=1, num_inference_steps=3)
-    np.testing.assert_array_equal(got.images, want.images)
-    np.testing.assert_array_equal(got.attention(), want.attention())
+    # the same weights through diffusers' and peft's LoRA layers: equal up to float rounding
+    assert np.abs(got.images.astype(int) - want.images).max() <= 1 and (got.images != want.images).mean() < 1e-3
+    np.testing.assert_allclose(got.attention(), want.attention(), rtol=0, atol=1e-5)
     base = generate(tiny_pipe(kind), prompts, seeds, steps=1, num_inference_steps=3)
     assert not np.allclose(base.attention(), want.attention(), atol=1e-4)
 

@@ -100,22 +100,22 @@ class Study:
     def with_(self, **changes) -> Study:
         return replace(self, **changes)
 
-    def pipeline(self, model: str | Path | None = None):
+    def pipeline(self):
+        """The pipeline of ``model`` (None: the preset's) with the study's scheduler, on its device."""
         p = PRESETS[self.preset]
-        return load_pipeline(model or self.model or p.model, self.device, scheduler=self.scheduler or p.scheduler)
+        return load_pipeline(self.model or p.model, self.device, scheduler=self.scheduler or p.scheduler)
 
     def settings(self, **changes) -> Settings:
         """The preset's dataset settings with ``changes`` (None: keep the preset's), on this study's vocabulary."""
         changes = {k: v for k, v in changes.items() if v is not None}
         return replace(PRESETS[self.preset].settings, vocab=PROMPT_SETS[self.prompt_set][0], **changes)
 
-    def prompt_list(self, n: int, seed: int = 0, target: bool = False, prompt_set: str | None = None) -> list[Prompt]:
+    def prompt_list(self, n: int, seed: int = 0, target: bool = False) -> list[Prompt]:
         """``n`` prompts of the prompt set (for template sets, ``n`` per class); ``target``: the
         domain-token variant (the toy world's target domain, Cityscapes' "sks")."""
-        name = prompt_set or self.prompt_set
         args = SimpleNamespace(n=n, seed=seed, seeds_per_prompt=1, coco_json=self.coco_captions,
                                domain="target" if target else "source", domain_token="sks" if target else None)
-        return PROMPT_SETS[name][1](args)
+        return PROMPT_SETS[self.prompt_set][1](args)
 
     def generated(self, pipe, prompts: list[Prompt], settings: Settings, name: str, n: int | None = None) -> SegFiles:
         """The first ``n`` samples of the dataset ``pipe`` generates from ``prompts`` (cached under

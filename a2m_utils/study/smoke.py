@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..classes import CITYSCAPES, VOC, voc_palette
+from ..classes import CITYSCAPES, VOC
+from ..dataset import png_bytes
 from ..sd import SMOKE_WORDS, offline_clip_tokenizer, random_sd
 from ..seg_data import CITYSCAPES_LABEL_IDS
 
@@ -38,12 +39,6 @@ def scene(rng: np.random.Generator, classes: np.ndarray, k: int) -> tuple[np.nda
     return image, label
 
 
-def save_label(path: Path, label: np.ndarray) -> None:
-    img = Image.fromarray(label, mode="P")
-    img.putpalette(voc_palette().ravel().tolist())
-    img.save(path)
-
-
 def write_voc(root: Path, n: int, rng: np.random.Generator) -> None:
     for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
         (root / sub).mkdir(parents=True)
@@ -52,7 +47,7 @@ def write_voc(root: Path, n: int, rng: np.random.Generator) -> None:
         for sid in ids:
             image, label = scene(rng, np.arange(1, VOC.num_classes), 2)
             Image.fromarray(image).save(root / "JPEGImages" / f"{sid}.jpg", quality=95)
-            save_label(root / "SegmentationClass" / f"{sid}.png", label)
+            (root / "SegmentationClass" / f"{sid}.png").write_bytes(png_bytes(label, palette=True))
         (root / "ImageSets" / "Segmentation" / f"{split}.txt").write_text("\n".join(ids) + "\n")
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from ..classes import voc_palette
+from ..dataset import png_bytes
 from ..phases import phase
 from .world import make_sample
 
@@ -62,9 +62,7 @@ def _write(folder: Path, spec: ToySet) -> None:
             s = make_sample(seed, domain=spec.domain, max_objects=spec.max_objects)
             ids.append(sid := str(seed))
             Image.fromarray(s.image).save(folder / "JPEGImages" / f"{sid}.png")
-            label = Image.fromarray(s.label, mode="P")
-            label.putpalette(voc_palette().ravel().tolist())
-            label.save(folder / "SegmentationClass" / f"{sid}.png")
+            (folder / "SegmentationClass" / f"{sid}.png").write_bytes(png_bytes(s.label, palette=True))
             captions[sid] = s.caption
         (folder / "ImageSets" / "Segmentation" / f"{split}.txt").write_text("\n".join(ids) + "\n")
     (folder / "captions.json").write_text(json.dumps(captions, indent=0) + "\n")
