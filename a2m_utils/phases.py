@@ -30,7 +30,7 @@ def _charge() -> None:
     global _mark
     now = (time.perf_counter(), time.process_time())
     if _open:
-        t = totals.setdefault(_open[-1], {"wall_s": 0.0, "cpu_s": 0.0, "calls": 0})
+        t = totals[_open[-1]]  # made by phase() when it opened
         t["wall_s"] += now[0] - _mark[0]
         t["cpu_s"] += now[1] - _mark[1]
     _mark = now

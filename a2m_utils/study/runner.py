@@ -28,9 +28,9 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from unittest import mock
 from importlib.metadata import version
 from pathlib import Path
+from unittest import mock
 
 import papermill as pm
 import yaml
@@ -109,11 +109,11 @@ def run_profile(profile: str | Path, only: list[str] | None = None, out_root: st
         out = root / name
         params = {**common, **params, "out_dir": str(out.relative_to(REPO) if out.is_relative_to(REPO) else out)}
         t0 = time.time()
-        with timed_phases() as phases:
+        with timed_phases() as totals:
             pm.execute_notebook(NOTEBOOKS / f"{name}.ipynb", root / "notebooks" / f"{name}.ipynb",
                                 parameters=params, cwd=str(REPO), progress_bar=False, kernel_name="python3")
         wall = round(time.time() - t0, 1)
-        record["notebooks"][name] = {"parameters": params, "wall_s": wall, "phases": phase_table(phases, wall)}
+        record["notebooks"][name] = {"parameters": params, "wall_s": wall, "phases": phase_table(totals, wall)}
         print(f"{name}: {record['notebooks'][name]['wall_s']} s", flush=True)
     record["notebooks"] = dict(sorted(record["notebooks"].items()))
     record["wall_s"] = round(sum(r["wall_s"] for r in record["notebooks"].values()), 1)
