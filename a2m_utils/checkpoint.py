@@ -31,6 +31,11 @@ def load(path: Path | None, parts: dict, config: dict) -> dict | None:
     return {k: v for k, v in stored.items() if k not in parts and k != "config"}
 
 
+def step_of(path: Path) -> int:
+    """The step the checkpoint at ``path`` reached (0 when there is none)."""
+    return torch.load(path, map_location="cpu", weights_only=False)["step"] if Path(path).exists() else 0
+
+
 class Tensors:
     """Named tensors (e.g. LoRA weights) as a checkpoint part: saved as copies, loaded in place."""
 

@@ -1,4 +1,5 @@
-"""What the command line and the study can name: pipeline classes, vocabularies, prompt sets and datasets.
+"""What the command line and the study can name: pipeline classes, vocabularies, prompt sets, datasets
+and segmenters.
 
 The core registers its own (VOC, Cityscapes, COCO captions, templates); a plugin such as the
 toy world (``a2m_utils.toy``, declared under the ``a2m_utils.plugins`` entry point in
@@ -19,6 +20,7 @@ from diffusers import DiffusionPipeline
 from .classes import CITYSCAPES, VOC, ClassVocab
 from .dataset import Settings
 from .prompts import Prompt, cityscapes_prompts, coco_captions, template_prompts
+from .segmentation import PAPER
 
 
 @dataclass(frozen=True)
@@ -50,12 +52,22 @@ DATASETS: dict[str, tuple[str, Callable[[Path], Path]]] = {}
 # vocabulary name -> a loader of a segmenter that gives reference masks for generated images (the toy world's
 # oracle; real-world vocabularies have none: their pseudo-masks are scored only through the segmenters they train)
 ORACLES: dict[str, Callable[[], torch.nn.Module]] = {}
+# The notebooks' ``segmenter`` parameter: name -> segmentation.build's keyword arguments (the toy world adds "toy").
+SEGMENTERS: dict[str, dict] = {"paper": PAPER}
 
 
 def load_plugins() -> None:
     """Import every installed plugin (each registers what it brings)."""
     for ep in entry_points(group="a2m_utils.plugins"):
         ep.load()
+
+
+def segmenter(name: str) -> dict:
+    """A registered segmenter's ``segmentation.build`` arguments (plugins loaded first)."""
+    load_plugins()
+    if name not in SEGMENTERS:
+        raise ValueError(f"unknown segmenter {name!r}; expected one of {sorted(SEGMENTERS)}")
+    return SEGMENTERS[name]
 
 
 def load_pipeline(model: str | Path, device: str = "cpu", dtype: torch.dtype | None = None,

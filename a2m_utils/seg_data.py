@@ -73,6 +73,12 @@ def fg_bg(mask: np.ndarray) -> np.ndarray:
     return np.where(mask == IGNORE_INDEX, IGNORE_INDEX, mask > 0).astype(np.uint8)
 
 
+def _then(first: Callable[[np.ndarray], np.ndarray], second: Callable[[np.ndarray], np.ndarray],
+          x: np.ndarray) -> np.ndarray:
+    """``second(first(x))``: relabellings composed, picklable (``fit_all`` sends sets to worker processes)."""
+    return second(first(x))
+
+
 @dataclass
 class SegFiles:
     """Paired image and label files, with optional reliability files (0/1 PNGs; a missing one means
@@ -115,7 +121,7 @@ class SegFiles:
     def relabelled(self, fn: Callable[[np.ndarray], np.ndarray]) -> SegFiles:
         """The same files with ``fn`` applied to their labels (after ``to_labels``)."""
         inner = self.to_labels
-        return SegFiles(self.images, self.labels, self.reliability, fn if inner is None else lambda x: fn(inner(x)),
+        return SegFiles(self.images, self.labels, self.reliability, fn if inner is None else partial(_then, inner, fn),
                         self.size)
 
     @phase("dataset I/O")

@@ -16,6 +16,7 @@ import segmentation_models_pytorch as smp
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from . import checkpoint
@@ -24,8 +25,8 @@ from .images import to_tensor
 from .metrics import confusion_matrix, scores
 from .phases import phase
 
-# The paper's segmenter (DeepLabv3+ ResNet-50, ImageNet-pretrained encoder), and a small one that trains on
-# 32x32 toy images on CPU from scratch.
+# The paper's segmenter (DeepLabv3+ ResNet-50, ImageNet-pretrained encoder), and a small U-Net for 32x32 toy images
+# on CPU (the toy world pretrains its encoder: a2m_utils.toy.encoder).
 PAPER = {"arch": "DeepLabV3Plus", "encoder_name": "resnet50", "encoder_weights": "imagenet"}
 TOY = {"arch": "Unet", "encoder_name": "resnet18", "encoder_depth": 3, "decoder_channels": (64, 32, 16)}
 
@@ -34,12 +35,17 @@ def build(num_classes: int, arch: str = "DeepLabV3Plus", encoder_name: str = "re
           encoder_weights: str | None = None, seed: int = 0, device: str | torch.device = "cpu",
           **kwargs) -> torch.nn.Module:
     """An smp model on ``device``, its new layers drawn from ``seed`` (the global random state is
-    kept); ``encoder_weights`` None (the default) needs no download, "imagenet" downloads them from
-    the Hugging Face hub once (smp-hub/<encoder>.imagenet) or says what to place where."""
+    kept). ``encoder_weights``: None (from scratch), a ``.safetensors`` file of the encoder's state
+    dict, or a name smp knows ("imagenet": downloaded from the Hugging Face hub once,
+    smp-hub/<encoder>.imagenet, or a message says what to place where)."""
+    local = encoder_weights is not None and str(encoder_weights).endswith(".safetensors")
+    if local and not Path(encoder_weights).is_file():
+        raise FileNotFoundError(f"encoder weights {encoder_weights} not found (the toy world's: "
+                                "python -m a2m_utils.toy.encoder writes them)")
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            model = smp.create_model(arch, encoder_name=encoder_name, encoder_weights=encoder_weights,
+            model = smp.create_model(arch, encoder_name=encoder_name, encoder_weights=None if local else encoder_weights,
                                      classes=num_classes, **kwargs)
     except (OSError, ConnectionError) as err:  # huggingface_hub's offline and HTTP errors are OSErrors
         raise RuntimeError(
@@ -47,6 +53,8 @@ def build(num_classes: int, arch: str = "DeepLabV3Plus", encoder_name: str = "re
             f"On a machine with internet run `huggingface-cli download smp-hub/{encoder_name}.{encoder_weights}` "
             "once (it fills the Hugging Face cache, which an offline machine can copy), or train from scratch "
             "with encoder_weights=None") from err
+    if local:
+        model.encoder.load_state_dict(load_file(encoder_weights))
     return model.to(device, memory_format=torch.channels_last)  # NHWC: faster convolutions on CPU and GPU
 
 

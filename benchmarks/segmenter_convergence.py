@@ -1,8 +1,9 @@
 """Is Table 1's segmenter converged? Real-supervised mIoU of notebook 06's default segmenter at N
 steps and at 4N, with the same seeds, training images and validation set, measured in one run
-(trainings found in ``data/segmenters`` are loaded, e.g. the N-step ones of a toy run).
+(trainings found in ``data/segmenters`` are loaded, e.g. the N-step ones of a toy run; the others
+train one per core, ``experiments.fit_all``).
 
-    python benchmarks/segmenter_convergence.py [--steps 250] [--seeds 0 1 2] [--factor 4]
+    python benchmarks/segmenter_convergence.py [--steps 500] [--seeds 0 1 2] [--factor 4]
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from a2m_utils.study.combination import Study
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--steps", type=int, default=250, help="N: notebook 06's seg_steps")
+    p.add_argument("--steps", type=int, default=500, help="N: notebook 06's seg_steps")
     p.add_argument("--factor", type=int, default=4)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--n", type=int, default=500, help="training and validation images (notebook 06's)")
@@ -30,13 +31,13 @@ def main() -> None:
     print(f"real-supervised on {a.n} rendered images, scored on {a.n}; {base}")
     scores = {}
     for steps in (a.steps, a.factor * a.steps):
+        t0 = time.perf_counter()
+        fits = experiments.fit_all({f"seed {seed}": ("supervised", real, seed) for seed in a.seeds},
+                                   study.num_classes, replace(base, steps=steps), study.device)
         for seed in a.seeds:
-            t0 = time.perf_counter()
-            config = replace(base, steps=steps)
-            f = experiments.fit("supervised", real, study.num_classes, seed, config, device=study.device)
-            scores[steps, seed] = experiments.score(f, *val[:2], study.num_classes)["miou"]
-            print(f"  {steps:5d} steps, seed {seed}: {scores[steps, seed]:.4f} ({time.perf_counter() - t0:.0f} s)",
-                  flush=True)
+            scores[steps, seed] = experiments.score(fits[f"seed {seed}"], *val[:2], study.num_classes)["miou"]
+            print(f"  {steps:5d} steps, seed {seed}: {scores[steps, seed]:.4f}", flush=True)
+        print(f"  ({len(a.seeds)} trainings of {steps} steps: {time.perf_counter() - t0:.0f} s)", flush=True)
     n, m = (np.array([scores[s, k] for k in a.seeds]) for s in (a.steps, a.factor * a.steps))
     gap = m.mean() - n.mean()
     print(f"N = {a.steps}: {n.mean():.4f} +- {n.std(ddof=1) if len(n) > 1 else 0:.4f}; "

@@ -1,8 +1,10 @@
 import numpy as np
 import pytest
+import torch
+from safetensors.torch import save_file
 
 from a2m_utils import beco, segmentation
-from a2m_utils.study.experiments import SegConfig, fit, table5_conclusions, training_key
+from a2m_utils.study.experiments import SegConfig, fit, fit_all, seg_config, table5_conclusions, training_key
 
 
 def test_table5_conclusions_compare_the_refinement_with_the_toy_preset():
@@ -73,3 +75,28 @@ def test_an_interrupted_training_resumes_to_the_same_segmenter(tmp_path, monkeyp
 def test_an_unknown_training_method_is_named():
     with pytest.raises(ValueError, match="unknown training method 'cotrain'"):
         fit("cotrain", _toy_arrays(), 2, cache=None)
+
+
+def test_fit_all_trains_in_workers_what_fit_trains_alone(tmp_path):
+    data, config = _toy_arrays(), SegConfig(steps=3, batch_size=4)
+    jobs = {"a": ("supervised", data, 0), "b": ("supervised", data, 1), "c": ("beco", data, 0)}
+    threads = torch.get_num_threads()
+    together = fit_all(jobs, 2, config, cache=tmp_path, workers=2)
+    assert len(list(tmp_path.glob("*.pt"))) == 3 and torch.get_num_threads() == threads
+    for name, (method, d, seed) in jobs.items():  # one thread each way: the same segmenters
+        alone = fit(method, d, 2, seed, config, cache=None)
+        np.testing.assert_array_equal(together[name](data[0]), alone(data[0]))
+
+
+def test_a_local_encoder_is_keyed_by_its_contents_not_its_path(tmp_path):
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        state = segmentation.build(2, seed=seed, **segmentation.TOY).encoder.state_dict()
+        save_file({k: v.contiguous() for k, v in state.items()}, tmp_path / f"{name}.safetensors")
+    key = lambda name: training_key("supervised", _toy_arrays(), 2, 0, SegConfig(steps=1, arch=tuple(
+        {**segmentation.TOY, "encoder_weights": str(tmp_path / f"{name}.safetensors")}.items())), "cpu")
+    assert key("a") == key("b") != key("c")
+
+
+def test_an_unknown_segmenter_is_named():
+    with pytest.raises(ValueError, match="unknown segmenter 'unet'; expected one of"):
+        seg_config("unet", 10, 4, 1e-3, "adam", False)

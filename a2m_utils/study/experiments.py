@@ -4,10 +4,14 @@ The datasets come from a combination (``combination.Study``); nothing here knows
 from __future__ import annotations
 
 import csv
+import multiprocessing as mp
+import os
 import hashlib
 import json
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -15,15 +19,16 @@ import segmentation_models_pytorch as smp
 import torch
 from tqdm.auto import tqdm
 
-from .. import __version__, beco, segmentation
+from .. import __version__, beco, checkpoint, phases, registry, segmentation
 from ..batches import array_batches
 from ..classes import IGNORE_INDEX, ClassVocab
 from ..dataset import DatasetWriter, Settings, load_sample, merge
-from ..identity import model_identity, scheduler_identity
+from ..identity import file_identity, model_identity, scheduler_identity
 from ..lora import add_lora, save_lora, train_lora
 from ..masks import PseudoMask, class_maps, pseudo_mask
 from ..metrics import confusion_matrix, scores
 from ..nti import Inversion, invert
+from ..phases import phase
 from ..prompts import Prompt
 from ..refine import label_refined
 from ..registry import VOCABS
@@ -39,33 +44,29 @@ Predict = Callable[[np.ndarray], np.ndarray]
 
 @dataclass(frozen=True)
 class SegConfig:
-    """Segmenter training in the toy world: a small smp U-Net (ResNet-18, 3 stages) from scratch,
-    the paper's poly schedule and weight decay, but Adam (lr 3e-3) rather than SGD (0.01): with
-    no pretrained encoder, SGD reached 0.20 mIoU on rendered images in the same steps, Adam 0.89
-    (measured here, 1000 images, 400 steps). Crop-and-flip augmentation is off by default: it
-    lowered that figure (0.39 -> 0.33 with a MobileNet-v2 encoder). BECO warms up for one epoch.
-    Mixed precision (bf16 on CPU) halves the time per step and trains as far (rendered images,
-    1000 steps: 0.890; fp32 0.886). 250 steps of 32 images keep the toy study near 25 minutes on 2
-    cores; they are not converged (1000 steps: profile ``toy-long``)."""
+    """Segmenter training in the toy world: a small smp U-Net (ResNet-18, 3 stages) whose encoder the
+    toy world pretrained (its ImageNet: ``a2m_utils.toy.encoder``), the paper's poly schedule and weight
+    decay, but Adam (lr 3e-3) rather than SGD (0.01): with no pretrained encoder, SGD reached 0.20
+    mIoU on rendered images in the same steps, Adam 0.89 (measured here, 1000 images, 400 steps).
+    Crop-and-flip augmentation is off by default: it lowered that figure (0.39 -> 0.33 with a
+    MobileNet-v2 encoder). BECO warms up for one epoch. Mixed precision (bf16 on CPU) halves the time
+    per step and trains as far. The pretrained encoder makes 500 steps of 32 images converged
+    (real-supervised within 0.02 of 2000 steps: ``benchmarks/segmenter_convergence.py``)."""
 
-    steps: int = 250
+    steps: int = 500
     batch_size: int = 32
     lr: float = 3e-3
     optimizer: str = "adam"
     augmentation: bool = False
-    arch: tuple = tuple(segmentation.TOY.items())
+    arch: tuple = field(default_factory=lambda: tuple(registry.segmenter("toy").items()))
     mixed_precision: bool = True
-
-
-ARCHS = {"toy": segmentation.TOY, "paper": segmentation.PAPER}  # the notebooks' ``segmenter`` parameter
 
 
 def seg_config(segmenter: str, steps: int, batch_size: int, lr: float, optimizer: str,
                augmentation: bool) -> SegConfig:
-    """The notebooks' segmenter parameters as a ``SegConfig``; ``segmenter`` names the network (``ARCHS``)."""
-    if segmenter not in ARCHS:
-        raise ValueError(f"unknown segmenter {segmenter!r}; expected one of {sorted(ARCHS)}")
-    return SegConfig(steps, batch_size, lr, optimizer, augmentation, tuple(ARCHS[segmenter].items()))
+    """The notebooks' segmenter parameters as a ``SegConfig``; ``segmenter`` names the network
+    (``registry.SEGMENTERS``: "paper", and the toy world's "toy")."""
+    return SegConfig(steps, batch_size, lr, optimizer, augmentation, tuple(registry.segmenter(segmenter).items()))
 
 
 # The paper's segmenter training (Sec. 4): DeepLabv3+ ResNet-50 with an ImageNet-pretrained encoder, SGD
@@ -124,8 +125,12 @@ def training_key(method: str, data: Arrays | SegFiles, num_classes: int, seed: i
     """A hash of all a segmenter's training depends on: the data as it sees them (images and labels;
     reliability for BECO), method, classes, seed, configuration, device type, and the kit's, torch's
     and smp's versions. Reading files on demand, this reads the set once."""
-    h = hashlib.sha256(json.dumps([method, num_classes, seed, asdict(config), torch.device(device).type, __version__,
-                                   torch.__version__, smp.__version__]).encode())
+    arch = dict(config.arch)
+    if str(arch.get("encoder_weights")).endswith(".safetensors"):  # a local file: its contents, not its path
+        arch["encoder_weights"] = file_identity(Path(arch["encoder_weights"]))
+    h = hashlib.sha256(json.dumps([method, num_classes, seed, {**asdict(config), "arch": sorted(arch.items())},
+                                   torch.device(device).type, __version__, torch.__version__,
+                                   smp.__version__]).encode())
     n = len(data) if isinstance(data, SegFiles) else len(data[0])
     for start in range(0, n, 256):
         part = data.arrays(range(start, min(n, start + 256))) if isinstance(data, SegFiles) else \
@@ -135,15 +140,18 @@ def training_key(method: str, data: Arrays | SegFiles, num_classes: int, seed: i
     return h.hexdigest()[:20]
 
 
-def fit(method: str, data: Arrays | SegFiles, num_classes: int, seed: int = 0, config: SegConfig = SegConfig(),
+def fit(method: str, data: Arrays | SegFiles, num_classes: int, seed: int = 0, config: SegConfig | None = None,
         desc: str | None = None, device: str = "cpu", cache: Path | None = DATA / "segmenters") -> Predict:
     """Train a segmenter on ``device`` on ``data`` (arrays, or files read on demand): ``"supervised"``
     (cross-entropy on every labelled pixel) or ``"beco"`` (two networks co-trained on the reliability
-    maps); returns its predictor. With ``cache``, the training checkpoints to ``cache/<training_key>.pt``:
-    an interrupted one resumes, and a finished one (the same data, method, seed and settings, in any
-    notebook) loads instead of training again. Delete the folder after changing training code."""
+    maps); returns its predictor. On CPU it trains on one thread, so its result does not depend on the
+    machine's core count (``fit_all`` trains several at once). With ``cache``, the training checkpoints
+    to ``cache/<training_key>.pt``: an interrupted one resumes, and a finished one (the same data,
+    method, seed and settings, in any notebook) loads instead of training again. Delete the folder
+    after changing training code."""
     if method not in ("supervised", "beco"):
         raise ValueError(f"unknown training method {method!r}; expected 'supervised' or 'beco'")
+    config = config or SegConfig()
     on_disk = isinstance(data, SegFiles)
     n = len(data) if on_disk else len(data[0])
     batches = data.batches(config.batch_size, seed) if on_disk else array_batches(data, config.batch_size, seed)
@@ -151,18 +159,62 @@ def fit(method: str, data: Arrays | SegFiles, num_classes: int, seed: int = 0, c
     ckpt = None
     if cache is not None:
         ckpt = Path(cache) / f"{training_key(method, data, num_classes, seed, config, device)}.pt"
-    if method == "supervised":
-        model = segmentation.build(num_classes, seed=seed, **arch)
-        segmentation.train_supervised(model, batches, config.steps, lr=config.lr, optimizer=config.optimizer,
-                                      augmentation=config.augmentation, seed=seed, desc=desc or method, ckpt=ckpt,
-                                      mixed_precision=config.mixed_precision)
-        return lambda images: segmentation.predict(model, images)
-    net_a, net_b = beco.build_pair(num_classes, seed=seed, **arch)
-    warmup = max(1, n // config.batch_size)
-    beco.train_beco(net_a, net_b, batches, config.steps, min(warmup, config.steps // 2), lr=config.lr,
-                    augmentation=config.augmentation, seed=seed, desc=desc or method, optimizer=config.optimizer,
-                    ckpt=ckpt, mixed_precision=config.mixed_precision)
+    with threads(1 if torch.device(device).type == "cpu" else torch.get_num_threads()):
+        if method == "supervised":
+            model = segmentation.build(num_classes, seed=seed, **arch)
+            segmentation.train_supervised(model, batches, config.steps, lr=config.lr, optimizer=config.optimizer,
+                                          augmentation=config.augmentation, seed=seed, desc=desc or method,
+                                          ckpt=ckpt, mixed_precision=config.mixed_precision)
+            return lambda images: segmentation.predict(model, images)
+        net_a, net_b = beco.build_pair(num_classes, seed=seed, **arch)
+        warmup = max(1, n // config.batch_size)
+        beco.train_beco(net_a, net_b, batches, config.steps, min(warmup, config.steps // 2), lr=config.lr,
+                        augmentation=config.augmentation, seed=seed, desc=desc or method, optimizer=config.optimizer,
+                        ckpt=ckpt, mixed_precision=config.mixed_precision)
     return lambda images: beco.predict_ensemble(net_a, net_b, images)
+
+
+@contextmanager
+def threads(n: int) -> Iterator[None]:
+    """Run with ``n`` torch threads, then restore the count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+Job = tuple[str, Arrays | SegFiles, int]  # method, data, seed
+
+
+def fit_all(jobs: Mapping[str, Job], num_classes: int, config: SegConfig | None = None, device: str = "cpu",
+            cache: Path | None = DATA / "segmenters", workers: int | None = None) -> dict[str, Predict]:
+    """``fit`` for named jobs (method, data, seed) sharing classes and settings. On CPU with a cache,
+    those not yet trained train first in ``workers`` processes at once (default: one per core; each
+    training runs on one thread anyway, so the results are ``fit``'s); then each loads from the cache."""
+    config = config or SegConfig()
+    if cache is not None and torch.device(device).type == "cpu":
+        todo = {training_key(m, d, num_classes, s, config, device): (m, d, num_classes, s, config, name, device, cache)
+                for name, (m, d, s) in jobs.items()}
+        todo = [job for key, job in todo.items() if checkpoint.step_of(Path(cache) / f"{key}.pt") < config.steps]
+        todo.sort(key=lambda job: job[0] != "beco")  # the longest first: fewer idle workers at the end
+        workers = min(workers or os.cpu_count() or 1, len(todo))
+        if workers > 1:
+            with phase("segmenter training"), ProcessPoolExecutor(
+                    workers, mp_context=mp.get_context("spawn"), initializer=_quiet_phases) as pool:
+                list(pool.map(_fit_job, todo))
+    return {name: fit(m, d, num_classes, s, config, name, device, cache) for name, (m, d, s) in jobs.items()}
+
+
+def _quiet_phases() -> None:
+    """A ``fit_all`` worker's time is the parent's "segmenter training": it writes no phase totals."""
+    os.environ.pop(phases.ENV, None)
+
+
+def _fit_job(job: tuple) -> None:
+    """A ``fit_all`` worker: train one segmenter into the cache."""
+    fit(*job)
 
 
 def score(predict: Predict, images: np.ndarray, labels: np.ndarray, num_classes: int) -> dict:

@@ -4,9 +4,9 @@ registers its pipeline class, vocabulary and prompt sets (``a2m_utils.registry``
 
 from functools import partial
 
-from .. import classes, registry
+from .. import classes, registry, segmentation
 from ..dataset import Settings
-from . import sets
+from . import encoder, sets
 from .oracle import load_or_train_oracle
 from .pipeline import TOY_DEFAULT, ToyPipeline, ToyTextEncoder, load_toy
 from .world import TOY, make_sample, toy_prompts, toy_template_prompts
@@ -27,6 +27,10 @@ registry.PROMPT_SETS["toy"] = ("toy", lambda a: toy_prompts(a.n, a.seed, domain=
 registry.PROMPT_SETS["toy-template"] = ("toy", lambda a: toy_template_prompts(a.n, a.seeds_per_prompt, a.seed))
 classes.LABEL_SPACES["toy"] = TOY
 registry.ORACLES["toy"] = load_or_train_oracle
+# The toy segmenter: a small U-Net whose encoder was pretrained on rendered scenes (the toy world's ImageNet);
+# "toy-scratch": the same network from random weights.
+registry.SEGMENTERS["toy"] = {**segmentation.TOY, "encoder_weights": str(encoder.WEIGHTS)}
+registry.SEGMENTERS["toy-scratch"] = segmentation.TOY
 registry.DATASETS.update({name: ("toy", partial(sets.voc_folder, name)) for name in sets.SETS})
 
 __all__ = ["TOY", "TOY_DEFAULT", "ToyPipeline", "ToyTextEncoder", "load_toy", "make_sample", "toy_prompts",
