@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up (if needed) and run the numbered notebooks headless; default profile: toy.
-#   bash scripts/reproduce.sh [toy|smoke|smoke-sd|toy-long|sd-colab|sd-paper] [--only NOTEBOOK ...]
+#   bash scripts/reproduce.sh [toy|smoke|smoke-sd|sd-colab|sd-paper] [--only NOTEBOOK ...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
