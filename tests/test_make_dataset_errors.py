@@ -259,7 +259,7 @@ def test_no_file_of_an_existing_dataset_changes(tmp_path, capsys, captions, data
 
 
 def test_ctrl_c_says_how_far_it_got_and_exits_130(tmp_path, capsys):
-    out, n = tmp_path / "d", 48  # enough work that the run is still going when the signal arrives
+    out, n = tmp_path / "d", 600  # seconds of work: the run is still going when the signal arrives, even on a busy machine
     cmd = [sys.executable, "-m", "a2m_utils.make_dataset", "--out", str(out), "--n", str(n), "--steps", "3",
            "--batch-size", "2", "--threads", "1"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
