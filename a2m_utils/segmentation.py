@@ -40,22 +40,32 @@ def build(num_classes: int, arch: str = "DeepLabV3Plus", encoder_name: str = "re
     smp-hub/<encoder>.imagenet, or a message says what to place where)."""
     local = encoder_weights is not None and str(encoder_weights).endswith(".safetensors")
     if local and not Path(encoder_weights).is_file():
-        raise FileNotFoundError(f"encoder weights {encoder_weights} not found (the toy world's: "
-                                "python -m a2m_utils.toy.encoder writes them)")
+        raise FileNotFoundError(f"encoder weights {encoder_weights} not found")
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            model = smp.create_model(arch, encoder_name=encoder_name, encoder_weights=None if local else encoder_weights,
-                                     classes=num_classes, **kwargs)
+            model = smp.create_model(arch, encoder_name=encoder_name, classes=num_classes,
+                                     encoder_weights=None if local else encoder_weights, **kwargs)
     except (OSError, ConnectionError) as err:  # huggingface_hub's offline and HTTP errors are OSErrors
         raise RuntimeError(
             f"the {encoder_weights} weights of the {encoder_name} encoder could not be loaded ({type(err).__name__}). "
             f"On a machine with internet run `huggingface-cli download smp-hub/{encoder_name}.{encoder_weights}` "
             "once (it fills the Hugging Face cache, which an offline machine can copy), or train from scratch "
             "with encoder_weights=None") from err
+    drop_unused_stages(model.encoder)
     if local:
         model.encoder.load_state_dict(load_file(encoder_weights))
     return model.to(device, memory_format=torch.channels_last)  # NHWC: faster convolutions on CPU and GPU
+
+
+def drop_unused_stages(encoder: torch.nn.Module) -> None:
+    """Replace the encoder stages deeper than its depth, which never run, by identities: smp keeps
+    them (a 3-stage ResNet-18 keeps 94% of its weights unused), and they would fill every saved file."""
+    deepest = 2 ** (len(encoder.out_channels) - 1)  # the output stride of the last stage in use
+    unused = [m for stride, ms in getattr(encoder, "get_stages", dict)().items() if stride > deepest for m in ms]
+    for name, child in list(encoder.named_children()):
+        if any(child is m for m in unused):
+            setattr(encoder, name, torch.nn.Identity())
 
 
 class Precision:

@@ -31,3 +31,9 @@ def test_the_toy_segmenter_starts_from_the_committed_encoder():
 def test_missing_encoder_weights_are_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.safetensors not found"):
         segmentation.build(6, encoder_weights=str(tmp_path / "missing.safetensors"), **segmentation.TOY)
+
+
+def test_the_stages_a_depth_leaves_unused_are_not_kept():
+    model = segmentation.build(6, **segmentation.TOY)  # 3 stages of ResNet-18: layer3 and layer4 never run
+    assert not any(k.startswith(("encoder.layer3", "encoder.layer4")) for k in model.state_dict())
+    assert model(torch.zeros(2, 3, 32, 32)).shape == (2, 6, 32, 32)
