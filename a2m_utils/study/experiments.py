@@ -4,13 +4,13 @@ The datasets come from a combination (``combination.Study``); nothing here knows
 from __future__ import annotations
 
 import csv
-import multiprocessing as mp
-import os
 import hashlib
 import json
+import multiprocessing as mp
+import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -149,27 +149,39 @@ def fit(method: str, data: Arrays | SegFiles, num_classes: int, seed: int = 0, c
     to ``cache/<training_key>.pt``: an interrupted one resumes, and a finished one (the same data,
     method, seed and settings, in any notebook) loads instead of training again. Delete the folder
     after changing training code."""
+    config = config or SegConfig()
+    return _train(method, data, num_classes, seed, config, desc or method, device,
+                  _checkpoint(cache, method, data, num_classes, seed, config, device))
+
+
+def _checkpoint(cache: Path | None, method: str, data: Arrays | SegFiles, num_classes: int, seed: int,
+                config: SegConfig, device: str) -> Path | None:
+    """Where a training checkpoints in ``cache`` (None: nowhere); an unknown method is named first."""
     if method not in ("supervised", "beco"):
         raise ValueError(f"unknown training method {method!r}; expected 'supervised' or 'beco'")
-    config = config or SegConfig()
-    on_disk = isinstance(data, SegFiles)
-    n = len(data) if on_disk else len(data[0])
-    batches = data.batches(config.batch_size, seed) if on_disk else array_batches(data, config.batch_size, seed)
+    if cache is None:
+        return None
+    return Path(cache) / f"{training_key(method, data, num_classes, seed, config, device)}.pt"
+
+
+def _train(method: str, data: Arrays | SegFiles, num_classes: int, seed: int, config: SegConfig, desc: str,
+           device: str, ckpt: Path | None) -> Predict:
+    """``fit`` once its checkpoint path is known."""
+    n = len(data) if isinstance(data, SegFiles) else len(data[0])
+    batches = data.batches(config.batch_size, seed) if isinstance(data, SegFiles) else \
+        array_batches(data, config.batch_size, seed)
     arch = {**dict(config.arch), "device": device}
-    ckpt = None
-    if cache is not None:
-        ckpt = Path(cache) / f"{training_key(method, data, num_classes, seed, config, device)}.pt"
-    with threads(1 if torch.device(device).type == "cpu" else torch.get_num_threads()):
+    with threads(1) if torch.device(device).type == "cpu" else nullcontext():
         if method == "supervised":
             model = segmentation.build(num_classes, seed=seed, **arch)
             segmentation.train_supervised(model, batches, config.steps, lr=config.lr, optimizer=config.optimizer,
-                                          augmentation=config.augmentation, seed=seed, desc=desc or method,
-                                          ckpt=ckpt, mixed_precision=config.mixed_precision)
+                                          augmentation=config.augmentation, seed=seed, desc=desc, ckpt=ckpt,
+                                          mixed_precision=config.mixed_precision)
             return lambda images: segmentation.predict(model, images)
         net_a, net_b = beco.build_pair(num_classes, seed=seed, **arch)
         warmup = max(1, n // config.batch_size)
         beco.train_beco(net_a, net_b, batches, config.steps, min(warmup, config.steps // 2), lr=config.lr,
-                        augmentation=config.augmentation, seed=seed, desc=desc or method, optimizer=config.optimizer,
+                        augmentation=config.augmentation, seed=seed, desc=desc, optimizer=config.optimizer,
                         ckpt=ckpt, mixed_precision=config.mixed_precision)
     return lambda images: beco.predict_ensemble(net_a, net_b, images)
 
@@ -194,17 +206,17 @@ def fit_all(jobs: Mapping[str, Job], num_classes: int, config: SegConfig | None 
     those not yet trained train first in ``workers`` processes at once (default: one per core; each
     training runs on one thread anyway, so the results are ``fit``'s); then each loads from the cache."""
     config = config or SegConfig()
+    runs = {name: (m, d, num_classes, s, config, name, device, _checkpoint(cache, m, d, num_classes, s, config, device))
+            for name, (m, d, s) in jobs.items()}
     if cache is not None and torch.device(device).type == "cpu":
-        todo = {training_key(m, d, num_classes, s, config, device): (m, d, num_classes, s, config, name, device, cache)
-                for name, (m, d, s) in jobs.items()}
-        todo = [job for key, job in todo.items() if checkpoint.step_of(Path(cache) / f"{key}.pt") < config.steps]
-        todo.sort(key=lambda job: job[0] != "beco")  # the longest first: fewer idle workers at the end
+        todo = list({run[-1]: run for run in runs.values() if checkpoint.step_of(run[-1]) < config.steps}.values())
+        todo.sort(key=lambda run: run[0] != "beco")  # the longest first: fewer idle workers at the end
         workers = min(workers or os.cpu_count() or 1, len(todo))
         if workers > 1:
             with phase("segmenter training"), ProcessPoolExecutor(
                     workers, mp_context=mp.get_context("spawn"), initializer=_quiet_phases) as pool:
-                list(pool.map(_fit_job, todo))
-    return {name: fit(m, d, num_classes, s, config, name, device, cache) for name, (m, d, s) in jobs.items()}
+                list(pool.map(_train_job, todo))
+    return {name: _train(*run) for name, run in runs.items()}
 
 
 def _quiet_phases() -> None:
@@ -212,9 +224,9 @@ def _quiet_phases() -> None:
     os.environ.pop(phases.ENV, None)
 
 
-def _fit_job(job: tuple) -> None:
-    """A ``fit_all`` worker: train one segmenter into the cache."""
-    fit(*job)
+def _train_job(run: tuple) -> None:
+    """A ``fit_all`` worker: train one segmenter into its checkpoint."""
+    _train(*run)
 
 
 def score(predict: Predict, images: np.ndarray, labels: np.ndarray, num_classes: int) -> dict:
