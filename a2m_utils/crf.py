@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pydensecrf.densecrf as dcrf
-from pydensecrf.utils import unary_from_softmax
 
 
 def dense_crf(
@@ -21,6 +19,11 @@ def dense_crf(
     unary -log(probs), probs (K, H, W) summing to 1 over K. Defaults: pydensecrf's examples."""
     if image.shape[:2] != probs.shape[1:] or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"image {image.shape} and probabilities {probs.shape} do not match as (H, W, 3) / (K, H, W)")
+    try:  # imported here: the compiled extension is needed only by this method, not by capture
+        import pydensecrf.densecrf as dcrf
+        from pydensecrf.utils import unary_from_softmax
+    except ImportError as err:
+        raise ImportError("the dense CRF needs pydensecrf: pip install pydensecrf2") from err
     k, h, w = probs.shape
     crf = dcrf.DenseCRF2D(w, h, k)
     crf.setUnaryEnergy(np.ascontiguousarray(unary_from_softmax(probs.astype(np.float32))))
