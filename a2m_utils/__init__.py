@@ -9,10 +9,11 @@
 __version__ = "0.2.0"
 
 from .classes import CITYSCAPES, VOC, ClassVocab
+from .fast import fast
 from .masks import PseudoMask
 from .registry import load_pipeline
 from .tokens import ClassWordLostError, NoClassInPromptError
 from .trace import Trace, TraceError, generate, trace
 
 __all__ = ["CITYSCAPES", "VOC", "ClassVocab", "ClassWordLostError", "NoClassInPromptError", "PseudoMask", "Trace", "TraceError",
-           "generate", "load_pipeline", "trace"]
+           "fast", "generate", "load_pipeline", "trace"]

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -288,7 +288,9 @@ def capture_attention(
     """Capture cross-attention (and optionally self-attention at one resolution) of ``unet``.
 
     Every U-Net forward pass is one denoising step, or ``forwards_per_step`` passes are.
-    Maps are resized to ``size`` (default: the latent size). Example::
+    Maps are resized to ``size`` (default: the latent size). The capturing processors are
+    installed for the captured steps' forwards alone, which run eagerly; every other step runs
+    the U-Net as it is, compiled (``torch.compile``) or not, with its own processors. Example::
 
         with capture_attention(unet, steps=50) as store:
             ...  # sampling loop
@@ -303,16 +305,25 @@ def capture_attention(
         if ".attn2." in name or (self_attention_res and ".attn1." in name) else proc
         for name, proc in originals.items()
     }
+    eager = ExitStack()
 
-    def hook(module, args, kwargs):
-        sample = args[0] if args else kwargs["sample"]
-        timestep = args[1] if len(args) > 1 else kwargs["timestep"]
-        store.on_unet_forward(sample, timestep)
+    def before(module, args, kwargs):
+        store.on_unet_forward(args[0] if args else kwargs["sample"], args[1] if len(args) > 1 else kwargs["timestep"])
+        if store.active:  # this forward runs eagerly with the capturing processors
+            eager.enter_context(torch.compiler.set_stance("force_eager"))
+            unet.set_attn_processor(dict(wrapped))
 
-    unet.set_attn_processor(wrapped)
-    handle = unet.register_forward_pre_hook(hook, with_kwargs=True)
+    def after(module, args, kwargs, output):
+        if store.active:
+            unet.set_attn_processor(dict(originals))
+            eager.close()
+
+    handles = [unet.register_forward_pre_hook(before, with_kwargs=True),
+               unet.register_forward_hook(after, with_kwargs=True, always_call=True)]
     try:
         yield store
     finally:
-        handle.remove()
-        unet.set_attn_processor(originals)
+        for h in handles:
+            h.remove()
+        unet.set_attn_processor(dict(originals))
+        eager.close()

@@ -47,6 +47,7 @@ from .dataset import (
     settings_differ,
     usable_prompts,
 )
+from .fast import fast
 from .prompts import Prompt
 from .registry import PRESETS
 from .tokens import NoClassInPromptError
@@ -96,6 +97,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    help="skip (and count) prompts naming no class, or whose class words the tokenizer does not "
                         "know or cuts off (default: stop with an error naming the prompt)")
     p.add_argument("--repair", action="store_true", help="regenerate samples whose files are corrupt")
+    p.add_argument("--fast", action="store_true", help="channels-last, fused q/k/v and torch.compile "
+                   "(a2m_utils.fast; for GPUs: the first batch compiles)")
     p.add_argument("--threads", type=int, default=0, help="torch threads per process (0: torch's default)")
     p.add_argument("--merge", nargs="*", type=Path, help="merge these shard folders into --out and index it")
     p.add_argument("--debug", action="store_true", help="show the traceback of an error")
@@ -301,6 +304,8 @@ def generate(a: argparse.Namespace, progress: Progress) -> str:
     pipe = registry.load_pipeline(model, str(state.device), scheduler=scheduler)
     writer = DatasetWriter(a.out, pipe, registry.VOCABS[settings.vocab], prompts, settings,
                            skip_unknown=a.skip_unknown, repair=a.repair)
+    if a.fast:  # after the writer has read the model's identity: the same model, faster kernels
+        fast(pipe)
     progress.indices = [i for b in writer.batches(shard, num_shards) for i in b]
     start = time.perf_counter()
     done = writer.run(shard, num_shards)

@@ -70,16 +70,42 @@ def test_fires_per_layer_and_step_and_restores(unet):
     before = unet.attn_processors
     n_layers, n_steps = len(cross_attention_layers(unet)), 3
     x, ctx = inputs(unet)
+    running = {}  # the processor each layer ran with, read inside the forward
+    hooks = [unet.get_submodule(name.removesuffix(".processor")).register_forward_pre_hook(
+        lambda m, a, n=name: running.update({n: m.processor})) for name in before]
     with torch.no_grad(), capture_attention(unet, guidance=False) as store:
-        inside = unet.attn_processors
         for i in range(n_steps):
             unet(x, 100 * i, ctx)
+        between = unet.attn_processors
+    for h in hooks:
+        h.remove()
     assert store.calls == n_layers * n_steps
     assert store.steps_used == [(0, 0), (1, 100), (2, 200)]
-    for name, proc in inside.items():  # self-attention keeps its original (fused) processor
+    for name, proc in running.items():  # self-attention keeps its original (fused) processor
         assert (proc is before[name]) == (".attn1." in name)
+    assert all(between[k] is before[k] for k in before)  # swapped in for a captured forward alone
     after = unet.attn_processors
     assert after.keys() == before.keys() and all(after[k] is before[k] for k in before)
+
+
+def test_compiled_unet_runs_compiled_on_uncaptured_steps(unet):
+    """Under ``torch.compile`` the captured step runs eagerly with the capturing processors and the
+    others keep the compiled graph: no recompilation, and the maps of an eager capture."""
+    x, ctx = inputs(unet)
+    with torch.no_grad(), capture_attention(unet, steps=1, guidance=False) as eager:
+        for i in range(3):
+            unet(x, torch.tensor(i), ctx)
+    torch._dynamo.reset()
+    compiled = torch.compile(unet, backend="eager")
+    with torch.no_grad():
+        compiled(x, torch.tensor(0), ctx)
+        with torch._dynamo.config.patch(error_on_recompile=True), \
+                capture_attention(compiled, steps=1, guidance=False) as store:
+            for i in range(3):
+                compiled(x, torch.tensor(i), ctx)  # a tensor, as pipelines pass it
+    torch._dynamo.reset()
+    assert store.steps_used == [(1, 1)] and store.calls == len(cross_attention_layers(unet))
+    torch.testing.assert_close(store.cross_attention(), eager.cross_attention())
 
 
 def test_restores_processors_after_error(unet):

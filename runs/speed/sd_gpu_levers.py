@@ -3,6 +3,10 @@ regional compile on the loaded (contiguous) layout, then with cuDNN autotuning, 
 torch.compile of the plain call (no trace) as the ceiling regional compilation is measured against.
 
     python runs/speed/sd_gpu_levers.py
+
+Measured (``sd_gpu_levers.txt``) at commit 0c05e13, when ``a2m_utils.fast`` compiled the U-Net's
+parts without attention processors (regional); ``fast`` now compiles the whole U-Net, so the
+first three arms reproduce only at that commit.
 """
 
 from __future__ import annotations
