@@ -55,6 +55,21 @@ def test_other_data_seed_or_settings_are_another_training(tmp_path):
     assert training_key("beco", unreliable, 2, 0, config, "cpu") not in keys
 
 
+def test_beco_trains_its_own_length_and_only_its_key_depends_on_it(tmp_path, monkeypatch):
+    steps_run = []
+    real_run_steps = beco.run_steps
+    monkeypatch.setattr(beco, "run_steps", lambda train_step, steps, *a: steps_run.append(steps) or
+                        real_run_steps(train_step, steps, *a))
+    data, config = _toy_arrays(), SegConfig(steps=2, batch_size=4)
+    longer = SegConfig(steps=2, batch_size=4, beco_steps=3)
+    fit("beco", data, 2, config=longer, cache=tmp_path)
+    assert steps_run == [3] and longer.steps_of("supervised") == 2
+    assert training_key("supervised", data, 2, 0, longer, "cpu") == training_key("supervised", data, 2, 0, config, "cpu")
+    assert training_key("beco", data, 2, 0, longer, "cpu") != training_key("beco", data, 2, 0, config, "cpu")
+    assert training_key("beco", data, 2, 0, SegConfig(steps=3, batch_size=4), "cpu") == \
+        training_key("beco", data, 2, 0, longer, "cpu")  # the same training, however its length is given
+
+
 def test_an_interrupted_training_resumes_to_the_same_segmenter(tmp_path, monkeypatch):
     data, config = _toy_arrays(), SegConfig(steps=6, batch_size=4)
     straight = fit("supervised", data, 2, config=config, cache=None)

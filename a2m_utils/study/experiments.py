@@ -51,7 +51,9 @@ class SegConfig:
     Crop-and-flip augmentation is off by default: it lowered that figure (0.39 -> 0.33 with a
     MobileNet-v2 encoder). BECO warms up for one epoch. Mixed precision (bf16 on CPU) halves the time
     per step and trains as far. The pretrained encoder makes 500 steps of 32 images converged
-    (real-supervised within 0.02 of 2000 steps: ``benchmarks/segmenter_convergence.py``)."""
+    (real-supervised within 0.02 of 2000 steps: ``benchmarks/segmenter_convergence.py``). BECO keeps
+    gaining long after one network trained on the same labels has stopped (``runs/encoder``), so it
+    has its own length, ``beco_steps`` (None: ``steps``)."""
 
     steps: int = 500
     batch_size: int = 32
@@ -60,13 +62,19 @@ class SegConfig:
     augmentation: bool = False
     arch: tuple = field(default_factory=lambda: tuple(registry.segmenter("toy").items()))
     mixed_precision: bool = True
+    beco_steps: int | None = None
+
+    def steps_of(self, method: str) -> int:
+        """The training steps of ``method`` ("supervised" or "beco")."""
+        return self.beco_steps or self.steps if method == "beco" else self.steps
 
 
 def seg_config(segmenter: str, steps: int, batch_size: int, lr: float, optimizer: str,
-               augmentation: bool) -> SegConfig:
+               augmentation: bool, beco_steps: int | None = None) -> SegConfig:
     """The notebooks' segmenter parameters as a ``SegConfig``; ``segmenter`` names the network
     (``registry.SEGMENTERS``: "paper", and the toy world's "toy")."""
-    return SegConfig(steps, batch_size, lr, optimizer, augmentation, tuple(registry.segmenter(segmenter).items()))
+    return SegConfig(steps, batch_size, lr, optimizer, augmentation, tuple(registry.segmenter(segmenter).items()),
+                     beco_steps=beco_steps)
 
 
 # The paper's segmenter training (Sec. 4): DeepLabv3+ ResNet-50 with an ImageNet-pretrained encoder, SGD
@@ -128,7 +136,9 @@ def training_key(method: str, data: Arrays | SegFiles, num_classes: int, seed: i
     arch = dict(config.arch)
     if str(arch.get("encoder_weights")).endswith(".safetensors"):  # a local file: its contents, not its path
         arch["encoder_weights"] = file_identity(Path(arch["encoder_weights"]))
-    h = hashlib.sha256(json.dumps([method, num_classes, seed, {**asdict(config), "arch": sorted(arch.items())},
+    settings = {k: v for k, v in asdict(config).items() if k != "beco_steps"} | {
+        "steps": config.steps_of(method), "arch": sorted(arch.items())}  # the steps this method trains
+    h = hashlib.sha256(json.dumps([method, num_classes, seed, settings,
                                    torch.device(device).type, __version__, torch.__version__,
                                    smp.__version__]).encode())
     n = len(data) if isinstance(data, SegFiles) else len(data[0])
@@ -179,8 +189,8 @@ def _train(method: str, data: Arrays | SegFiles, num_classes: int, seed: int, co
                                           mixed_precision=config.mixed_precision)
             return lambda images: segmentation.predict(model, images)
         net_a, net_b = beco.build_pair(num_classes, seed=seed, **arch)
-        warmup = max(1, n // config.batch_size)
-        beco.train_beco(net_a, net_b, batches, config.steps, min(warmup, config.steps // 2), lr=config.lr,
+        steps, warmup = config.steps_of(method), max(1, n // config.batch_size)
+        beco.train_beco(net_a, net_b, batches, steps, min(warmup, steps // 2), lr=config.lr,
                         augmentation=config.augmentation, seed=seed, desc=desc, optimizer=config.optimizer,
                         ckpt=ckpt, mixed_precision=config.mixed_precision)
     return lambda images: beco.predict_ensemble(net_a, net_b, images)
@@ -209,7 +219,8 @@ def fit_all(jobs: Mapping[str, Job], num_classes: int, config: SegConfig | None 
     runs = {name: (m, d, num_classes, s, config, name, device, _checkpoint(cache, m, d, num_classes, s, config, device))
             for name, (m, d, s) in jobs.items()}
     if cache is not None and torch.device(device).type == "cpu":
-        todo = list({run[-1]: run for run in runs.values() if checkpoint.step_of(run[-1]) < config.steps}.values())
+        todo = list({run[-1]: run for run in runs.values()
+                     if checkpoint.step_of(run[-1]) < config.steps_of(run[0])}.values())
         todo.sort(key=lambda run: run[0] != "beco")  # the longest first: fewer idle workers at the end
         workers = min(workers or os.cpu_count() or 1, len(todo))
         if workers > 1:
