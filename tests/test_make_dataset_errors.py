@@ -263,7 +263,9 @@ def test_ctrl_c_says_how_far_it_got_and_exits_130(tmp_path, capsys):
     cmd = [sys.executable, "-m", "a2m_utils.make_dataset", "--out", str(out), "--n", str(n), "--steps", "3",
            "--batch-size", "2", "--threads", "1"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Ctrl-C's default handling, as from a terminal, also when the tests run with SIGINT ignored (nohup, &)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 180
     while len(list((out / "meta").glob("*.json"))) < 2 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
