@@ -3,8 +3,8 @@
 One function per equation, on one diffusers ``Attention`` layer: ``attention_probs`` (Eq. 2),
 ``attend`` (Eq. 1), ``token_maps`` (Eq. 3); ``layer_inputs`` records what enters one layer, to
 call them on a real example. ``capture_attention(unet, ...)`` installs a capturing processor on every
-cross-attention (``attn2``) layer of a ``UNet2DConditionModel`` and restores the
-original processors on exit. At the selected denoising steps the processor computes
+cross-attention (``attn2``) layer of a ``UNet2DConditionModel`` for the forwards of the selected
+denoising steps, and the original processors for all others. There the processor computes
 the attention probabilities A(Q, K) = softmax(QK^T / sqrt(d)) explicitly (Eq. 2),
 keeps the conditional half of a classifier-free-guidance batch, averages over heads,
 resizes the map of every layer to one resolution and adds it to a running sum, so
@@ -187,17 +187,17 @@ class AttentionStore:
 
 
 class CaptureProcessor:
-    """Attention processor that records probabilities when its store asks for them.
-
-    Otherwise it defers to the layer's original processor, so uncaptured steps keep
-    the fused kernel. The capturing path follows diffusers' ``AttnProcessor``.
+    """Attention processor of a captured step's forward (``capture_attention`` installs it for those
+    alone): a cross-attention layer records its probabilities; a self-attention layer records them at
+    the store's ``self_attention_res`` and otherwise defers to the layer's original (fused) processor.
+    The capturing path follows diffusers' ``AttnProcessor``.
     """
 
     def __init__(self, store: AttentionStore, original, cross: bool) -> None:
         self.store, self.original, self.cross = store, original, cross
 
     def _capturing(self, tokens: int) -> bool:
-        return self.store.active if self.cross else self.store.wants_self(tokens)
+        return self.cross or self.store.wants_self(tokens)
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None,
                  temb=None, *args, **kwargs):

@@ -180,16 +180,16 @@ def _train(method: str, data: Arrays | SegFiles, num_classes: int, seed: int, co
     n = len(data) if isinstance(data, SegFiles) else len(data[0])
     batches = data.batches(config.batch_size, seed) if isinstance(data, SegFiles) else \
         array_batches(data, config.batch_size, seed)
-    arch = {**dict(config.arch), "device": device}
+    arch, steps = {**dict(config.arch), "device": device}, config.steps_of(method)
     with threads(1) if torch.device(device).type == "cpu" else nullcontext():
         if method == "supervised":
             model = segmentation.build(num_classes, seed=seed, **arch)
-            segmentation.train_supervised(model, batches, config.steps, lr=config.lr, optimizer=config.optimizer,
+            segmentation.train_supervised(model, batches, steps, lr=config.lr, optimizer=config.optimizer,
                                           augmentation=config.augmentation, seed=seed, desc=desc, ckpt=ckpt,
                                           mixed_precision=config.mixed_precision)
             return lambda images: segmentation.predict(model, images)
         net_a, net_b = beco.build_pair(num_classes, seed=seed, **arch)
-        steps, warmup = config.steps_of(method), max(1, n // config.batch_size)
+        warmup = max(1, n // config.batch_size)
         beco.train_beco(net_a, net_b, batches, steps, min(warmup, steps // 2), lr=config.lr,
                         augmentation=config.augmentation, seed=seed, desc=desc, optimizer=config.optimizer,
                         ckpt=ckpt, mixed_precision=config.mixed_precision)
