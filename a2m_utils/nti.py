@@ -20,6 +20,7 @@ from .guidance import guide
 from .images import to_uint8
 from .latents import embed, to_images, to_latents
 from .phases import phase
+from .trace import autocast
 
 NTI_STEPS = 50  # DDIM steps (Mokady et al.)
 NTI_GUIDANCE = 7.5
@@ -151,19 +152,21 @@ def invert(
     capture_steps: Steps = None,
     inner_steps: int = 10,
     lr: float = 1e-2,
+    precision: str = "fp32",
 ) -> list[Inversion]:
     """Reconstructions and cross-attention of real uint8 images (B, H, W, 3), one prompt each,
-    inverted together as one batch (each image as if alone)."""
+    inverted together as one batch (each image as if alone); ``precision`` as ``trace.autocast``."""
     if len(images) != len(prompts):
         raise ValueError(f"{len(images)} images but {len(prompts)} prompts")
-    trajectory = ddim_invert(pipe, to_latents(pipe, images), prompts, num_steps)
-    with torch.no_grad():
-        empty = [embed(pipe, [""] * len(prompts)).float()] * num_steps
-    recon, attn, used = regenerate(pipe, trajectory[-1], prompts, empty, guidance_scale, capture_steps)
-    ddim_error, nti_error, nulls = _mse(recon, images), [None] * len(prompts), empty
-    if null_text:
-        nulls = null_text_optimise(pipe, trajectory, prompts, guidance_scale, inner_steps, lr)
-        recon, attn, used = regenerate(pipe, trajectory[-1], prompts, nulls, guidance_scale, capture_steps)
-        nti_error = [float(e) for e in _mse(recon, images)]
+    with autocast(pipe, precision):
+        trajectory = ddim_invert(pipe, to_latents(pipe, images), prompts, num_steps)
+        with torch.no_grad():
+            empty = [embed(pipe, [""] * len(prompts)).float()] * num_steps
+        recon, attn, used = regenerate(pipe, trajectory[-1], prompts, empty, guidance_scale, capture_steps)
+        ddim_error, nti_error, nulls = _mse(recon, images), [None] * len(prompts), empty
+        if null_text:
+            nulls = null_text_optimise(pipe, trajectory, prompts, guidance_scale, inner_steps, lr)
+            recon, attn, used = regenerate(pipe, trajectory[-1], prompts, nulls, guidance_scale, capture_steps)
+            nti_error = [float(e) for e in _mse(recon, images)]
     return [Inversion(recon[b], attn[b], used, float(ddim_error[b]), nti_error[b], trajectory[-1][b:b + 1],
                       [n[b:b + 1] for n in nulls]) for b in range(len(prompts))]

@@ -173,7 +173,15 @@ def trace(pipe, steps: Steps = None, self_attention_res: int | None = None,
                     delattr(owner, name)  # the class's method shows again
 
 
-AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # generate's precisions
+AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # sampling and inversion precisions
+
+
+def autocast(pipe, precision: str) -> torch.autocast:
+    """``precision``: "fp32" (the weights' own dtype), or "bf16"/"fp16" autocast on the pipeline's device."""
+    if precision not in AUTOCAST:
+        raise ValueError(f"unknown precision {precision!r}; expected one of {sorted(AUTOCAST)}")
+    dtype = AUTOCAST[precision]
+    return torch.autocast(pipe.device.type, dtype=dtype, enabled=dtype is not None)
 
 
 @phase("generation")
@@ -181,14 +189,10 @@ def generate(pipe, prompts: Sequence[str], seeds: Sequence[int], steps: Steps = 
              self_attention_res: int | None = None, precision: str = "fp32", **call_kwargs) -> Trace:
     """``pipe(prompts, ...)`` under ``trace``, image i drawn from ``torch.Generator().manual_seed(seeds[i])``
     (on the CPU, so a seed gives the same noise on every device); ``call_kwargs`` go to the pipeline.
-    ``precision``: "fp32" (the weights' own dtype), or "bf16"/"fp16" autocast on the pipeline's device."""
+    ``precision``: as ``autocast``."""
     if len(prompts) != len(seeds):
         raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
-    if precision not in AUTOCAST:
-        raise ValueError(f"unknown precision {precision!r}; expected one of {sorted(AUTOCAST)}")
     generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
-    dtype = AUTOCAST[precision]
-    with trace(pipe, steps=steps, self_attention_res=self_attention_res) as t, \
-            torch.autocast(pipe.device.type, dtype=dtype, enabled=dtype is not None):
+    with autocast(pipe, precision), trace(pipe, steps=steps, self_attention_res=self_attention_res) as t:
         pipe(list(prompts), generator=generators, output_type="pt", **call_kwargs)
     return t

@@ -70,3 +70,17 @@ def test_a_batch_inverts_each_image_as_if_alone(toy):
         np.testing.assert_allclose(got.nti_error, alone.nti_error, rtol=1e-3, atol=1e-7)
         for a, b in zip(got.null_embeddings, alone.null_embeddings):  # Adam amplifies rounding where grads ~ 0
             assert float((a - b).norm() / b.norm()) < 1e-3
+
+
+def test_bf16_inversion_is_deterministic_close_to_fp32_and_checked(toy):
+    s = make_sample(6)
+    run = lambda precision: invert(toy, s.image[None], [s.caption], **FAST, precision=precision)[0]
+    full, half, again = run("fp32"), run("bf16"), run("bf16")
+    np.testing.assert_array_equal(half.image, again.image)
+    np.testing.assert_array_equal(half.attention, again.attention)
+    assert not np.array_equal(full.attention, half.attention)  # autocast did run in bf16
+    assert np.abs(full.image.astype(int) - half.image).mean() < 4  # of 255
+    assert np.abs(full.attention - half.attention).max() < 0.1
+    assert half.nti_error < 0.7 * half.ddim_error  # the null embeddings still learn in bf16
+    with pytest.raises(ValueError, match="unknown precision 'int8'"):
+        run("int8")

@@ -302,13 +302,14 @@ def table5_conclusions(rows: Sequence[dict], preset_beta: float) -> list[str]:
 
 def inverted_masks(pipe, images: np.ndarray, captions: Sequence[str], vocab: ClassVocab, num_steps: int,
                    guidance_scale: float, inner_steps: int = 10, beta: float = 0.2, r: float = 0.5,
-                   batch_size: int = 20) -> tuple[list[Inversion], list[PseudoMask]]:
-    """Null-text inversion of real images with their captions, ``batch_size`` at a time, and the
-    pseudo-masks (Eqs. 4-6, dCRF) of the attention captured while regenerating them (Table 6)."""
+                   batch_size: int = 20, precision: str = "fp32") -> tuple[list[Inversion], list[PseudoMask]]:
+    """Null-text inversion of real images with their captions, ``batch_size`` at a time in ``precision``
+    (``nti.invert``), and the pseudo-masks (Eqs. 4-6, dCRF) of the attention captured while
+    regenerating them (Table 6)."""
     inversions: list[Inversion] = []
     for i in tqdm(range(0, len(images), batch_size), desc="null-text inversion", unit="batch"):
         inversions += invert(pipe, images[i:i + batch_size], list(captions[i:i + batch_size]), num_steps,
-                             guidance_scale, inner_steps=inner_steps)
+                             guidance_scale, inner_steps=inner_steps, precision=precision)
     masks = []
     for inv, caption, image in zip(inversions, captions, images):
         positions = class_positions(caption, pipe.tokenizer, vocab)
