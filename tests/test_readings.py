@@ -44,7 +44,8 @@ def cases() -> dict[str, tuple]:
     m02.setdefault("generated_pseudomask_miou_by_method", {"argmax": 0.4519, "threshold": 0.4044, "otsu": 0.3921,
                                                            "dcrf": m02["generated_pseudomask_miou"]})
     p01, p02 = m01["parameters"], m02["parameters"]
-    probe_steps = [m02["steps_used"][k] for k in (0, 5, 10, 15, 19)]
+    n = len(m02["steps_used"])
+    probe_steps = [m02["steps_used"][k] for k in sorted({0, n // 4, n // 2, 3 * n // 4, n - 1})]  # notebook 01's
     resolutions = [tuple(int(x) for x in k.split("x")) for k in m01["probe_miou_by_resolution_t500"] if "x" in k]
     no_oracle = [{**row, "pseudo_mask_mIoU": None} for row in m03["table5"]]  # a validation set without an oracle
     without_real = [row for row in m06["table3"] if row["method"] != "real-supervised"]  # fgbg_train_set = None
