@@ -4,7 +4,8 @@ import torch
 from safetensors.torch import save_file
 
 from a2m_utils import beco, segmentation
-from a2m_utils.study.experiments import SegConfig, fit, fit_all, seg_config, table5_conclusions, training_key
+from a2m_utils.study.experiments import (SegConfig, fit, fit_all, seg_config, size_arms, table5_conclusions,
+                                        training_key)
 
 
 def test_table5_conclusions_compare_the_refinement_with_the_toy_preset():
@@ -115,3 +116,11 @@ def test_a_local_encoder_is_keyed_by_its_contents_not_its_path(tmp_path):
 def test_an_unknown_segmenter_is_named():
     with pytest.raises(ValueError, match="unknown segmenter 'unet'; expected one of"):
         seg_config("unet", 10, 4, 1e-3, "adam", False)
+
+
+def test_table2_trains_beco_at_its_own_sizes_and_only_beside_plain_training():
+    assert size_arms([50, 100, 500], [100, 500]) == [
+        ("attn2mask", "supervised", 50), ("attn2mask", "supervised", 100), ("attn2mask", "supervised", 500),
+        ("attn2mask+BECO", "beco", 100), ("attn2mask+BECO", "beco", 500)]
+    with pytest.raises(ValueError, match=r"beco_sizes \[200\] are not in sizes \[50, 100, 500\]"):
+        size_arms([50, 100, 500], [200, 500])

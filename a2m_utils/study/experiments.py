@@ -240,6 +240,15 @@ def _train_job(run: tuple) -> None:
     _train(*run)
 
 
+def size_arms(sizes: Sequence[int], beco_sizes: Sequence[int]) -> list[tuple[str, str, int]]:
+    """Table 2's rows as (name, method, images): attn2mask at every size in ``sizes``, attn2mask+BECO at
+    ``beco_sizes``, which must be among them (the paper trains BECO at two of its four sizes)."""
+    if missing := sorted(set(beco_sizes) - set(sizes)):
+        raise ValueError(f"beco_sizes {missing} are not in sizes {sorted(sizes)}: Table 2 places each BECO row "
+                         "beside plain training at the same size")
+    return [("attn2mask", "supervised", n) for n in sizes] + [("attn2mask+BECO", "beco", n) for n in beco_sizes]
+
+
 def score(predict: Predict, images: np.ndarray, labels: np.ndarray, num_classes: int) -> dict:
     """Per-class IoU, mIoU and pixel accuracy of a predictor on a labelled set (``segmentation.evaluate``)."""
     return segmentation.evaluate(predict, images, labels, num_classes)
