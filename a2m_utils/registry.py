@@ -13,14 +13,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from diffusers import DiffusionPipeline
 
 from .classes import CITYSCAPES, VOC, ClassVocab
 from .dataset import Settings
 from .prompts import Prompt, cityscapes_prompts, coco_captions, template_prompts
 from .segmentation import PAPER
+
+if TYPE_CHECKING:  # diffusers loads in load_pipeline: importing the kit (e.g. in a segmenter worker) does not
+    from diffusers import DiffusionPipeline
 
 
 @dataclass(frozen=True)
@@ -79,9 +82,9 @@ def load_pipeline(model: str | Path, device: str = "cpu", dtype: torch.dtype | N
     local = Path(model).expanduser()
     index = local / "model_index.json"
     name = json.loads(index.read_text()).get("_class_name") if index.is_file() else None
-    cls = PIPELINES.get(name, DiffusionPipeline)
+    cls = PIPELINES.get(name, diffusers.DiffusionPipeline)
     dtype = dtype or (torch.float16 if str(device).startswith("cuda") else torch.float32)
-    extra = {} if cls is not DiffusionPipeline else {"safety_checker": None, "requires_safety_checker": False}
+    extra = {} if cls is not diffusers.DiffusionPipeline else {"safety_checker": None, "requires_safety_checker": False}
     try:
         pipe = cls.from_pretrained(str(local) if local.is_dir() else str(model), torch_dtype=dtype, **extra)
     except (OSError, ValueError) as err:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +33,7 @@ CITYSCAPES_LABEL_IDS = {
 CITYSCAPES_TRAIN_IDS = np.full(256, IGNORE_INDEX, np.uint8)  # labelId -> train id, others 255
 CITYSCAPES_TRAIN_IDS[list(CITYSCAPES_LABEL_IDS.values())] = np.arange(len(CITYSCAPES_LABEL_IDS))
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+HOLD_BYTES = 512 * 2**20  # SegFiles.batches keeps a set this small in memory (decoded)
 
 
 def _resize(x: np.ndarray, size: Size, resample: Image.Resampling) -> np.ndarray:
@@ -133,10 +134,16 @@ class SegFiles:
                              f"set size=(height, width)")
         return tuple(np.stack(x) for x in zip(*items))
 
-    def batches(self, batch_size: int, seed: int = 0) -> Callable[[int], tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """step -> (images, labels, reliability) of ``batches.batch_indices``, read on demand."""
+    def batches(self, batch_size: int, seed: int = 0, hold_bytes: int = HOLD_BYTES,
+                ) -> Callable[[int], tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """step -> (images, labels, reliability) of ``batches.batch_indices``. A set whose arrays take
+        at most ``hold_bytes`` is read whole at the first step and served from memory (decoding 32
+        toy images costs as much as a tenth of a training step); a larger one is read on demand."""
         indices = batch_indices(len(self), batch_size, seed)
-        return lambda step: self.arrays(indices(step))
+        if sum(x.nbytes for x in self[0]) * len(self) > hold_bytes:
+            return lambda step: self.arrays(indices(step))
+        held = lru_cache(maxsize=1)(self.arrays)
+        return lambda step: tuple(x[indices(step)] for x in held())
 
 
 def _image_files(folder: Path, ids: Sequence[str]) -> list[Path]:

@@ -1,7 +1,7 @@
 """Is Table 1's segmenter converged? Real-supervised mIoU of notebook 06's default segmenter at N
 steps and at 4N, with the same seeds, training images and validation set, measured in one run
 (trainings found in ``data/segmenters`` are loaded, e.g. the N-step ones of a toy run; the others
-train one per core, ``experiments.fit_all``).
+train one per core, ``segmenters.fit_all``).
 
     python benchmarks/segmenter_convergence.py [--steps 500] [--seeds 0 1 2] [--factor 4]
 """
@@ -14,7 +14,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from a2m_utils.study import experiments
+from a2m_utils.study import experiments, segmenters
 from a2m_utils.study.combination import Study
 
 
@@ -32,7 +32,7 @@ def main() -> None:
     scores = {}
     for steps in (a.steps, a.factor * a.steps):
         t0 = time.perf_counter()
-        fits = experiments.fit_all({f"seed {seed}": ("supervised", real, seed) for seed in a.seeds},
+        fits = segmenters.fit_all({f"seed {seed}": ("supervised", real, seed) for seed in a.seeds},
                                    study.num_classes, replace(base, steps=steps), study.device)
         for seed in a.seeds:
             scores[steps, seed] = experiments.score(fits[f"seed {seed}"], *val[:2], study.num_classes)["miou"]

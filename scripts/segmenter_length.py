@@ -15,7 +15,7 @@ from dataclasses import replace
 
 import torch
 
-from a2m_utils.study import experiments
+from a2m_utils.study import experiments, segmenters
 from a2m_utils.study.combination import Study
 from a2m_utils.toy.sets import DEV_SEED0
 from a2m_utils.toy.world import TOY, rendered, toy_prompts
@@ -37,11 +37,11 @@ def main() -> None:
     images, labels = rendered(range(DEV_SEED0 + 2 * 10**8, DEV_SEED0 + 2 * 10**8 + a.n_val))
     val = images, labels
     for steps in a.steps:
-        config = replace(experiments.SegConfig(), steps=steps)
+        config = replace(segmenters.SegConfig(), steps=steps)
         for seed in a.seeds:
             for name, (method, data) in train.items():
                 t0 = time.time()
-                got = experiments.score(experiments.fit(method, data, TOY.num_classes, seed, config, name),
+                got = experiments.score(segmenters.fit(method, data, TOY.num_classes, seed, config, name),
                                         val[0], val[1], TOY.num_classes)
                 print(json.dumps({"steps": steps, "method": name, "seed": seed, "mIoU": round(got["miou"], 4),
                                   "seconds": round(time.time() - t0)}), flush=True)

@@ -1,11 +1,14 @@
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
 
 from a2m_utils import beco, segmentation
-from a2m_utils.study.experiments import (SegConfig, fit, fit_all, seg_config, size_arms, table5_conclusions,
-                                        training_key)
+from a2m_utils.study.experiments import seg_config, size_arms, table5_conclusions
+from a2m_utils.study.segmenters import SegConfig, fit, fit_all, training_key
 
 
 def test_table5_conclusions_compare_the_refinement_with_the_toy_preset():
@@ -124,3 +127,10 @@ def test_table2_trains_beco_at_its_own_sizes_and_only_beside_plain_training():
         ("attn2mask+BECO", "beco", 100), ("attn2mask+BECO", "beco", 500)]
     with pytest.raises(ValueError, match=r"beco_sizes \[200\] are not in sizes \[50, 100, 500\]"):
         size_arms([50, 100, 500], [200, 500])
+
+
+def test_segmenter_workers_import_no_pipeline_code():
+    """fit_all's spawned workers import ``segmenters``: it must not pull in diffusers (seconds per pool)."""
+    code = "import sys, a2m_utils.study.segmenters; print(sorted({'diffusers', 'transformers', 'peft'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -79,6 +79,21 @@ def test_batches_visit_every_item_once_per_epoch(voc):
     assert np.array_equal(batch(1)[0], VOCLayout(voc).batches(1, seed=3)(1)[0])
 
 
+def test_a_small_set_is_held_in_memory_and_serves_the_same_batches(voc):
+    ds = VOCLayout(voc)
+    held, streamed = ds.batches(2, seed=1), ds.batches(2, seed=1, hold_bytes=0)  # 2 items: too large for 0 bytes
+    for step in range(3):
+        for x, y in zip(held(step), streamed(step)):
+            np.testing.assert_array_equal(x, y)
+    expected = streamed(3)
+    for p in ds.images:
+        p.unlink()
+    for x, y in zip(held(3), expected):  # read once, at its first step
+        np.testing.assert_array_equal(x, y)
+    with pytest.raises(FileNotFoundError):
+        streamed(3)
+
+
 def test_voc_errors_name_what_is_missing(voc, tmp_path):
     with pytest.raises(FileNotFoundError, match="PASCAL VOC layout"):
         VOCLayout(tmp_path / "nowhere")

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
+DATA = REPO / "data"  # generated datasets and trained segmenters, cached between runs (not committed)
 
 
 def output_dir(path: str | Path) -> Path:

@@ -5,7 +5,7 @@ SAMPLER_STEPS: the dataset's DDIM steps, 20 (the preset until session 12) unless
 import sys, json, time
 from dataclasses import replace
 import torch
-from a2m_utils.study import experiments
+from a2m_utils.study import experiments, segmenters
 from a2m_utils.study.combination import Study
 from a2m_utils import segmentation
 torch.set_num_threads(int(sys.argv[1]))
@@ -17,10 +17,10 @@ syn = study.generated(pipe, study.prompt_list(500), settings, "toy-main")
 val = study.val(500)
 arch = dict(segmentation.TOY)
 if enc != "none": arch["encoder_weights"] = enc
-config = replace(experiments.SegConfig(), steps=steps, arch=tuple(arch.items()))
+config = replace(segmenters.SegConfig(), steps=steps, arch=tuple(arch.items()))
 for m in methods:
     for seed in seeds:
         t0 = time.time()
         data = study.real(500) if m == "real" else syn
-        f = experiments.fit("beco" if m == "beco" else "supervised", data, study.num_classes, seed, config, cache=None, desc=m)
+        f = segmenters.fit("beco" if m == "beco" else "supervised", data, study.num_classes, seed, config, cache=None, desc=m)
         print(json.dumps({"enc": enc, "sampler_steps": settings.num_steps, "method": m, "steps": steps, "seed": seed, "miou": round(experiments.score(f, *val[:2], study.num_classes)["miou"], 4), "s": round(time.time() - t0)}), flush=True)

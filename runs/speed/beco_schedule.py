@@ -9,7 +9,7 @@ from dataclasses import replace
 
 import torch
 
-from a2m_utils.study import experiments
+from a2m_utils.study import experiments, segmenters
 from a2m_utils.study.combination import Study
 
 
@@ -23,7 +23,7 @@ def main() -> None:
     config = replace(experiments.seg_config("toy", steps, 32, lr, "adam", False))
     for seed in seeds:
         t0 = time.time()
-        f = experiments.fit("beco", syn, study.num_classes, seed, config, cache=None)
+        f = segmenters.fit("beco", syn, study.num_classes, seed, config, cache=None)
         miou = experiments.score(f, *val[:2], study.num_classes)["miou"]
         print(json.dumps({"lr": lr, "steps": steps, "seed": seed, "miou": round(miou, 4), "s": round(time.time() - t0)}),
               flush=True)

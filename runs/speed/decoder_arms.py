@@ -10,7 +10,7 @@ from dataclasses import replace
 import torch
 
 from a2m_utils import registry
-from a2m_utils.study import experiments
+from a2m_utils.study import experiments, segmenters
 from a2m_utils.study.combination import Study
 
 
@@ -25,12 +25,12 @@ def main() -> None:
     syn = study.generated(pipe, study.prompt_list(500), settings, "toy-main")
     val = study.val(500)
     arch = {**registry.segmenter("toy"), "decoder_channels": decoder}
-    config = replace(experiments.SegConfig(), steps=steps, beco_steps=beco_steps, arch=tuple(arch.items()))
+    config = replace(segmenters.SegConfig(), steps=steps, beco_steps=beco_steps, arch=tuple(arch.items()))
     for m in methods:
         for seed in seeds:
             t0 = time.time()
             data = study.real(500) if m == "real" else syn
-            f = experiments.fit("beco" if m == "beco" else "supervised", data, study.num_classes, seed, config,
+            f = segmenters.fit("beco" if m == "beco" else "supervised", data, study.num_classes, seed, config,
                                 cache=None, desc=m)
             miou = experiments.score(f, *val[:2], study.num_classes)["miou"]
             print(json.dumps({"decoder": decoder, "method": m, "steps": config.steps_of("beco" if m == "beco" else "x"),

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from a2m_utils.study import experiments
+from a2m_utils.study import experiments, segmenters
 
 
 def main() -> None:
@@ -20,14 +20,14 @@ def main() -> None:
     rng = np.random.default_rng(0)
     data = (rng.integers(0, 255, (8, 32, 32, 3), dtype=np.uint8), rng.integers(0, 3, (8, 32, 32), dtype=np.uint8),
             np.ones((8, 32, 32), bool))
-    config = experiments.SegConfig(steps=1, batch_size=4)
+    config = segmenters.SegConfig(steps=1, batch_size=4)
     for _ in range(2):
         for method in ("spawn", "fork"):
             with tempfile.TemporaryDirectory() as tmp:
                 runs = [("supervised", data, 3, s, config, f"job {s}", "cpu", Path(tmp) / f"{s}.pt") for s in range(2)]
                 t0 = time.perf_counter()
                 with ProcessPoolExecutor(2, mp_context=mp.get_context(method), initializer=experiments._quiet_phases) as pool:
-                    list(pool.map(experiments._train_job, runs))
+                    list(pool.map(segmenters._train_job, runs))
                 print(f"{method}: {time.perf_counter() - t0:.2f} s", flush=True)
 
 
