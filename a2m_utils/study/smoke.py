@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..classes import CITYSCAPES, VOC
+from ..classes import VOC
 from ..dataset import png_bytes
 from ..sd import SMOKE_WORDS, offline_clip_tokenizer, random_sd
 from ..seg_data import CITYSCAPES_LABEL_IDS
