@@ -12,10 +12,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from a2m_utils.study import experiments, segmenters
+from a2m_utils.study import segmenters
 
 
 def main() -> None:
+    # The parent imports the study, as a notebook does; here, not above, as a kernel's main module does not
+    # (spawn re-imports the main module in every worker).
+    from a2m_utils.study import experiments  # noqa: F401
+
     torch.ones(64, 64) @ torch.ones(64, 64)  # the parent has used torch, as a notebook has
     rng = np.random.default_rng(0)
     data = (rng.integers(0, 255, (8, 32, 32, 3), dtype=np.uint8), rng.integers(0, 3, (8, 32, 32), dtype=np.uint8),
@@ -26,7 +30,7 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 runs = [("supervised", data, 3, s, config, f"job {s}", "cpu", Path(tmp) / f"{s}.pt") for s in range(2)]
                 t0 = time.perf_counter()
-                with ProcessPoolExecutor(2, mp_context=mp.get_context(method), initializer=experiments._quiet_phases) as pool:
+                with ProcessPoolExecutor(2, mp_context=mp.get_context(method), initializer=segmenters._quiet_phases) as pool:
                     list(pool.map(segmenters._train_job, runs))
                 print(f"{method}: {time.perf_counter() - t0:.2f} s", flush=True)
 
