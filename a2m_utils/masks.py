@@ -142,6 +142,7 @@ def pseudo_mask(raw: np.ndarray, class_ids: Sequence[int], image: np.ndarray, me
 
 
 def word_maps(attn: np.ndarray, prompt: str, tokenizer) -> tuple[list[str], np.ndarray]:
-    """Each word of the prompt with its map (mean over its sub-tokens, min-max scaled), for display."""
-    ws = words(prompt, tokenizer)
+    """Each word of the prompt that the text encoder sees, with its map (mean over its sub-tokens, min-max
+    scaled), for display."""
+    ws = [w for w in words(prompt, tokenizer) if w.start < w.stop <= len(attn)]
     return [w.text for w in ws], normalize(np.stack([attn[w.start:w.stop].mean(0) for w in ws]))

@@ -4,15 +4,23 @@ with random weights (the compute of the real checkpoint), or the same layout shr
 from __future__ import annotations
 
 import argparse
+import gzip
+import importlib.util
 import json
 import tempfile
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+from diffusers import (
+    AutoencoderKL,
+    DDPMScheduler,
+    EulerDiscreteScheduler,
+    StableDiffusionPipeline,
+    StableDiffusionXLPipeline,
+    UNet2DConditionModel,
+)
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-from .classes import CITYSCAPES, VOC
 
 # CompVis/stable-diffusion-v1-4 unet/config.json: 16 cross-attention layers with 8 heads at 64,
 # 32, 16 and 8 latent pixels.
@@ -60,10 +68,8 @@ def random_sd(tokenizer, tiny: bool = False, text_layers: int | None = None, lat
     unet = sd_unet(dict(unet_config, sample_size=latent or unet_config["sample_size"]), seed)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        text = CLIPTextModel(CLIPTextConfig(
-        vocab_size=len(tokenizer), max_position_embeddings=tokenizer.model_max_length,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-            **dict(text_config, num_hidden_layers=text_layers or text_config["num_hidden_layers"])))
+        text = CLIPTextModel(clip_text_config(
+            tokenizer, dict(text_config, num_hidden_layers=text_layers or text_config["num_hidden_layers"])))
         vae = AutoencoderKL(**(TINY_VAE_CONFIG if tiny else SD14_VAE_CONFIG))
     pipe = StableDiffusionPipeline(vae.eval(), text.eval(), tokenizer, unet.eval(), DDPMScheduler(**SD14_SCHEDULER_CONFIG),
                                    safety_checker=None, feature_extractor=None, requires_safety_checker=False)
@@ -71,43 +77,99 @@ def random_sd(tokenizer, tiny: bool = False, text_layers: int | None = None, lat
     return pipe
 
 
-# Words of the smoke profiles' prompts: VOC's and Cityscapes' class names, the template words of the prompt
-# sets and a few function words, each one token.
-SMOKE_WORDS = ["a", "an", "photo", "of", "and", "on", "in", "the", "next", "to", "with", "riding", "above",
-               "background", "cityscape", "by", "dashboard", "camera", "sks", "sand", "plant",
-               *dict.fromkeys(w for n in VOC.names[1:] + CITYSCAPES.names[1:] for w in n.split())]
+# stabilityai/stable-diffusion-xl-base-1.0 unet/config.json: 70 cross-attention layers, 10 heads at 64 and 20 at
+# 32 latent pixels (of 128: 1024x1024 images). The context is CLIP ViT-L's 768 features beside OpenCLIP
+# ViT-bigG's 1280; bigG's pooled embedding and six size ids (2816 = 6 x 256 + 1280) enter the time embedding.
+SDXL_UNET_CONFIG = {
+    "sample_size": 128, "in_channels": 4, "out_channels": 4, "layers_per_block": 2,
+    "block_out_channels": (320, 640, 1280),
+    "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+    "transformer_layers_per_block": (1, 2, 10), "attention_head_dim": (5, 10, 20), "cross_attention_dim": 2048,
+    "use_linear_projection": True, "addition_embed_type": "text_time", "addition_time_embed_dim": 256,
+    "projection_class_embeddings_input_dim": 2816, "norm_num_groups": 32, "act_fn": "silu",
+    "downsample_padding": 1, "flip_sin_to_cos": True, "freq_shift": 0, "mid_block_scale_factor": 1, "norm_eps": 1e-5,
+}
+# text_encoder_2/config.json (text_encoder is SD 1.4's CLIP ViT-L), vae/config.json (SD's shape, its own scale) and
+# scheduler/scheduler_config.json (an EulerDiscreteScheduler on SD's noise schedule).
+SDXL_TEXT_2_CONFIG = {"hidden_size": 1280, "intermediate_size": 5120, "num_hidden_layers": 32, "num_attention_heads": 20,
+                      "hidden_act": "gelu", "projection_dim": 1280}
+SDXL_VAE_CONFIG = dict(SD14_VAE_CONFIG, sample_size=1024, scaling_factor=0.13025, force_upcast=True)
+SDXL_SCHEDULER_CONFIG = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", "steps_offset": 1,
+                         "timestep_spacing": "leading"}
+
+# Shrunk as the tiny SD: three levels as SDXL's (attention at half and a quarter of the latent size), two text
+# encoders of width 16 (context 32), 8-wide size embeddings (6 x 8 + 16 pooled).
+TINY_SDXL_UNET_CONFIG = dict(
+    SDXL_UNET_CONFIG, sample_size=16, layers_per_block=1, block_out_channels=(8, 16, 16),
+    transformer_layers_per_block=(1, 1, 2), attention_head_dim=(1, 2, 2), cross_attention_dim=32,
+    addition_time_embed_dim=8, projection_class_embeddings_input_dim=6 * 8 + 16, norm_num_groups=4,
+)
+TINY_SDXL_TEXT_2_CONFIG = dict(TINY_TEXT_CONFIG, hidden_act="gelu", projection_dim=16)
+TINY_SDXL_VAE_CONFIG = dict(TINY_VAE_CONFIG, scaling_factor=0.13025, force_upcast=True)
 
 
-def offline_clip_tokenizer(folder: str | Path, words: list[str], max_length: int = 77, cls: type = CLIPTokenizer):
-    """A CLIP BPE tokenizer (``cls``: slow or fast) over ``words`` (each one token) and single letters,
-    built without a download; "aeroplane" becomes the two tokens "aero" + "plane</w>", as with CLIP's BPE."""
+def clip_text_config(tokenizer, config: dict) -> CLIPTextConfig:
+    """A CLIP text encoder's configuration of shape ``config`` for ``tokenizer``'s vocabulary and length."""
+    return CLIPTextConfig(vocab_size=len(tokenizer), max_position_embeddings=tokenizer.model_max_length,
+                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, **config)
+
+
+def random_sdxl(tokenizer, tokenizer_2, tiny: bool = False, latent: int | None = None,
+                seed: int = 0) -> StableDiffusionXLPipeline:
+    """A Stable Diffusion XL base 1.0-shaped pipeline with random weights (``tiny``: the test-sized
+    layout) around CLIP's tokenizer and its twin ``tokenizer_2`` (SDXL's pads with "!"); ``latent``
+    overrides the U-Net's latent size. Saved with ``save_pretrained``, it loads like the real one."""
+    unet_config = TINY_SDXL_UNET_CONFIG if tiny else SDXL_UNET_CONFIG
+    unet = sd_unet(dict(unet_config, sample_size=latent or unet_config["sample_size"]), seed)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        text = CLIPTextModel(clip_text_config(tokenizer, TINY_TEXT_CONFIG if tiny else SD14_TEXT_CONFIG))
+        text_2 = CLIPTextModelWithProjection(clip_text_config(
+            tokenizer_2, TINY_SDXL_TEXT_2_CONFIG if tiny else SDXL_TEXT_2_CONFIG))
+        vae = AutoencoderKL(**(TINY_SDXL_VAE_CONFIG if tiny else SDXL_VAE_CONFIG))
+    pipe = StableDiffusionXLPipeline(vae.eval(), text.eval(), text_2.eval(), tokenizer, tokenizer_2, unet.eval(),
+                                     EulerDiscreteScheduler(**SDXL_SCHEDULER_CONFIG), add_watermarker=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+CLIP_BPE = "bpe_simple_vocab_16e6.txt.gz"  # CLIP's BPE merges, shipped in the open-clip-torch wheel
+CLIP_MERGES = 49152 - 256 - 2  # merges kept by CLIP (and SD's tokenizer/): lines 1..48894 of that file
+
+
+def clip_tokenizer(folder: str | Path, max_length: int = 77, pad_token: str = "<|endoftext|>") -> CLIPTokenizer:
+    """Stable Diffusion's CLIP tokenizer (49,408 tokens, the vocabulary of SD 1.x's ``tokenizer/``) built
+    offline from the BPE file of the ``open-clip-torch`` wheel and written to ``folder`` (``vocab.json``,
+    ``merges.txt``). ``pad_token``: SD 1.x pads with the end token, SD 2.x and SDXL's second tokenizer with "!"."""
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    spec = importlib.util.find_spec("open_clip")
+    if spec is None:
+        raise ModuleNotFoundError("building CLIP's tokenizer offline needs open-clip-torch (pip install open-clip-torch), "
+                                  "whose wheel ships CLIP's BPE file")
+    bpe = Path(spec.submodule_search_locations[0]) / CLIP_BPE
+    merges = gzip.decompress(bpe.read_bytes()).decode("utf-8").split("\n")[1:CLIP_MERGES + 1]
+    symbols = list(bytes_to_unicode().values())
+    vocab = [*symbols, *(s + "</w>" for s in symbols), *("".join(m.split()) for m in merges),
+             "<|startoftext|>", "<|endoftext|>"]
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    letters = "abcdefghijklmnopqrstuvwxyz"
-    vocab = [*letters, *(c + "</w>" for c in letters), ",</w>"]
-    merges = []
-    for word in ["aero", "plane", *words]:
-        pieces = list(word[:-1]) + [word[-1] + ("" if word == "aero" else "</w>")]
-        while len(pieces) > 1:
-            merges.append(f"{pieces[0]} {pieces[1]}")
-            pieces = [pieces[0] + pieces[1], *pieces[2:]]
-            vocab.append(pieces[0])
-    vocab = list(dict.fromkeys([*vocab, "<|startoftext|>", "<|endoftext|>"]))
-    (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}))
-    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(dict.fromkeys(merges)) + "\n")
-    return cls(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=max_length)
+    (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}, ensure_ascii=False))
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+    return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=max_length,
+                         pad_token=pad_token)
 
 
 def main(argv: list[str] | None = None) -> None:
     """``python -m a2m_utils.sd OUT [--tiny]``: save a Stable Diffusion 1.4-shaped pipeline with random
-    weights (``--tiny``: the test-sized layout, 32x32 images) and an offline tokenizer over
-    ``SMOKE_WORDS``, loadable with ``from_pretrained`` like the real checkpoint (profile smoke-sd)."""
+    weights (``--tiny``: the test-sized layout, 32x32 images) and SD's CLIP tokenizer built offline, loadable with ``from_pretrained`` like the real checkpoint (profile smoke-sd)."""
     p = argparse.ArgumentParser(description=main.__doc__.split(":")[0])
     p.add_argument("out", type=Path)
     p.add_argument("--tiny", action="store_true")
     a = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as files:
-        tokenizer = offline_clip_tokenizer(files, SMOKE_WORDS, 32 if a.tiny else 77)
+        tokenizer = clip_tokenizer(files, 32 if a.tiny else 77)
         random_sd(tokenizer, tiny=a.tiny).save_pretrained(a.out)
     print(f"saved a random {'tiny ' if a.tiny else ''}Stable Diffusion 1.4-shaped pipeline to {a.out}")
 

@@ -1,9 +1,11 @@
 """Token-to-class mapping: the positions tau_c of Eq. 4 for any tokenizer.
 
-A prompt is split into words the way CLIP's pre-tokenizer splits text (lower case,
-runs of letters or digits, single punctuation marks); each word is tokenized alone to
-learn how many sub-tokens it takes, which makes the mapping exact for CLIP BPE and for
-word-level tokenizers alike (and is checked against the tokenization of the whole prompt).
+Words are runs of letters or digits in the prompt as written ("A dog's bowl" -> A, dog, s, bowl;
+"café" is one word), matched against class names lower-cased. A word's token positions are the
+tokens whose character spans (the tokenizer's own offsets) overlap it, so the mapping holds for
+whatever the tokenizer does to the text (CLIP's BPE with its pre-tokenizer and ftfy-style
+fixing, T5's sentencepiece pieces), counted in the encoded sequence with its special tokens
+(CLIP's start token is position 0; T5 has none).
 """
 
 from __future__ import annotations
@@ -11,15 +13,17 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from .classes import ClassVocab
 
-_WORD = re.compile(r"[a-z]+|[0-9]|[^\sa-z0-9]")
+_WORD = re.compile(r"[^\W_]+")
 
 
 class NoClassInPromptError(ValueError):
-    """A prompt names no class of the vocabulary (or not the classes it should). ``reason`` says
-    which, in a few words, for counting skipped prompts."""
+    """A prompt that cannot be labelled: it names no class of the vocabulary (or not the classes it
+    should), or its class words are lost to the text encoder. ``reason`` says which, in a few words,
+    for counting skipped prompts."""
 
     reason = "naming no class"
 
@@ -31,9 +35,9 @@ class NoClassInPromptError(ValueError):
 
 
 class ClassWordLostError(NoClassInPromptError):
-    """A class word the text encoder never sees: the tokenizer turns it into its unknown token (a
-    word-level tokenizer lacking a plural, "circles"), or it lies past the length limit. Its
-    attention would be another token's, so the prompt cannot be labelled; like a prompt naming no
+    """A class word the text encoder never sees: the tokenizer turns it into its unknown token
+    (a word-level tokenizer lacking a plural, "circles"), drops it, or it lies past the length limit.
+    Its attention would be another token's, so the prompt cannot be labelled; like a prompt naming no
     class it raises, or is skipped and counted (``skip_unknown``, ``on_missing="skip"``)."""
 
     def __init__(self, message: str, prompt: str, words: Sequence[str], reason: str) -> None:
@@ -44,26 +48,42 @@ class ClassWordLostError(NoClassInPromptError):
 @dataclass(frozen=True)
 class Word:
     text: str
-    start: int  # first token position (the BOS token is position 0)
+    start: int  # first token position in the encoded sequence (CLIP's start token is position 0)
     stop: int
     ids: tuple[int, ...] = ()  # its token ids
 
 
+@lru_cache(maxsize=8)
+def _backend(tokenizer):
+    """A ``tokenizers.Tokenizer`` with offsets for a tokenizer without them (transformers' slow classes)."""
+    from transformers.convert_slow_tokenizer import convert_slow_tokenizer
+
+    return convert_slow_tokenizer(tokenizer)
+
+
+def encode(prompt: str, tokenizer) -> tuple[list[int], list[tuple[int, int] | None]]:
+    """The prompt's token ids with special tokens, untruncated, and each token's character span in
+    ``prompt`` (None for special tokens), from the tokenizer's own offsets."""
+    if getattr(tokenizer, "is_fast", False):
+        enc = tokenizer(prompt, return_offsets_mapping=True, return_special_tokens_mask=True, verbose=False)
+        ids, spans, special = enc.input_ids, enc.offset_mapping, enc.special_tokens_mask
+    else:
+        enc = _backend(tokenizer).encode(prompt)
+        ids, spans, special = enc.ids, enc.offsets, enc.special_tokens_mask
+        if ids != tokenizer(prompt, verbose=False).input_ids:
+            raise NoClassInPromptError(f"prompt {prompt!r}: the tokenizer's offsets (from its fast twin) do not give "
+                                       "its own tokens; use a fast tokenizer", prompt, "tokenized differently by the fast twin")
+    return list(ids), [None if s else tuple(o) for o, s in zip(spans, special)]
+
+
 def words(prompt: str, tokenizer) -> list[Word]:
-    """The prompt's words with the token positions each one occupies."""
-    texts = _WORD.findall(prompt.lower())
-    ids = tokenizer(prompt, add_special_tokens=False, verbose=False).input_ids  # the length is checked later
-    pos, out, pieces = 1, [], []
-    for text in texts:
-        sub = tokenizer(text, add_special_tokens=False).input_ids
-        out.append(Word(text, pos, pos + len(sub), tuple(sub)))
-        pieces += sub
-        pos += len(sub)
-    if pieces != list(ids):
-        raise ValueError(
-            f"tokenizing {prompt!r} word by word does not give the tokens of the whole prompt; "
-            "this tokenizer splits words differently from CLIP's pre-tokenizer"
-        )
+    """The prompt's words with the token positions each one occupies (empty where the tokenizer drops it)."""
+    ids, spans = encode(prompt, tokenizer)
+    out = []
+    for m in _WORD.finditer(prompt):
+        pos = [i for i, s in enumerate(spans) if s is not None and s[0] < m.end() and s[1] > m.start()]
+        start, stop = (pos[0], pos[-1] + 1) if pos else (0, 0)
+        out.append(Word(m.group().lower(), start, stop, tuple(ids[start:stop])))
     return out
 
 
@@ -141,17 +161,18 @@ def class_positions(
     ``attributes`` directly before a mention (the "red" of "a red circle") are added to
     that class: an option beyond the paper. Raises ``NoClassInPromptError`` when no class is
     named, or when a class of ``expected`` is not; ``ClassWordLostError`` (a subclass) when a
-    mention's words become the tokenizer's unknown token or lie past its length limit, as the
-    text encoder never sees them (their maps would be another token's).
+    mention's words become the tokenizer's unknown token, are dropped by it, or lie past its length
+    limit, as the text encoder never sees them (their maps would be another token's).
     """
     ws = words(prompt, tokenizer)
     limit = getattr(tokenizer, "model_max_length", 10**9) - 1  # the last kept position holds the end token
     unk = getattr(tokenizer, "unk_token_id", None)
     found: dict[str, list[int]] = {}
-    unknown, cut = [], []
+    unknown, dropped, cut = [], [], []
     for name, first, stop in _mentions([w.text for w in ws], vocab, attributes):
         mention = ws[first:stop]
         unknown += [w.text for w in mention if unk is not None and unk in w.ids]
+        dropped += [w.text for w in mention if w.start == w.stop]
         cut += [w.text for w in mention if w.stop > limit]
         found.setdefault(name, []).extend(t for w in mention for t in range(w.start, w.stop))
     if unknown:
@@ -161,6 +182,9 @@ def class_positions(
             f"({'it becomes' if len(set(unknown)) == 1 else 'they become'} {token}, whose attention is no class's); "
             "use a form the tokenizer knows or skip such prompts", prompt, unknown,
             "with a class word the tokenizer does not know")
+    if dropped:
+        raise ClassWordLostError(f"prompt {prompt!r}: the tokenizer drops the class {_listed(dropped)} (no token spans "
+                                 "it); skip such prompts", prompt, dropped, "with a class word the tokenizer drops")
     if cut:
         raise ClassWordLostError(
             f"prompt {prompt!r}: the class {_listed(cut)} past the text encoder's limit of "

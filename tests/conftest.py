@@ -2,9 +2,8 @@ import numpy as np
 import pytest
 import torch
 from diffusers import StableDiffusionPipeline
-from transformers import CLIPTokenizer
 
-from a2m_utils.sd import TINY_SD_UNET_CONFIG, offline_clip_tokenizer, random_sd, sd_unet
+from a2m_utils.sd import TINY_SD_UNET_CONFIG, clip_tokenizer, random_sd, sd_unet
 from a2m_utils.toy.pipeline import build_unet
 
 
@@ -22,16 +21,14 @@ def rng():
     return np.random.default_rng(0)
 
 
-CLIP_WORDS = ["a", "photo", "of", "an", "and", "puppy", "dog", "next", "to", "another", "potted", "plant", "cat"]
-
-
-def clip_tokenizer(folder, cls=CLIPTokenizer, words=CLIP_WORDS, max_length=77):
-    """The library's offline CLIP BPE tokenizer over the tests' words (``cls``: slow or fast)."""
-    return offline_clip_tokenizer(folder, words, max_length, cls)
+@pytest.fixture(scope="session")
+def clip(tmp_path_factory):
+    """Stable Diffusion's CLIP tokenizer, built offline from open-clip-torch's BPE file."""
+    return clip_tokenizer(tmp_path_factory.mktemp("clip"))
 
 
 def tiny_sd(folder) -> StableDiffusionPipeline:
-    """A tiny random Stable Diffusion pipeline with a VAE and a CLIP BPE tokenizer of length 16
+    """A tiny random Stable Diffusion pipeline with a VAE and SD's CLIP tokenizer cut to 16 tokens
     (latents 4 x 16 x 16 for 32 x 32 images); its tokenizer files are written to ``folder``."""
     return random_sd(clip_tokenizer(folder, max_length=16), tiny=True)
 

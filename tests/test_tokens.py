@@ -1,6 +1,6 @@
 import pytest
-from conftest import clip_tokenizer
-from transformers import CLIPTokenizer, CLIPTokenizerFast
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+from transformers import T5TokenizerFast
 
 from a2m_utils.classes import VOC
 from a2m_utils.tokens import ClassWordLostError, NoClassInPromptError, class_positions, map_prompts, word_forms, words
@@ -8,30 +8,73 @@ from a2m_utils.toy.pipeline import build_tokenizer
 from a2m_utils.toy.world import COLOURS, TOY
 
 
-@pytest.fixture(scope="module", params=[CLIPTokenizer, CLIPTokenizerFast])
-def clip(request, tmp_path_factory):
-    return clip_tokenizer(tmp_path_factory.mktemp("clip"), request.param)
+def test_the_offline_clip_tokenizer_is_stable_diffusions(clip):
+    """49,408 tokens, and SD 1.x's known splits of VOC's class names."""
+    assert len(clip) == 49408 and clip.bos_token_id == 49406 and clip.eos_token_id == clip.pad_token_id == 49407
+    for word, pieces in [("aeroplane", ["aerop", "lane</w>"]), ("tvmonitor", ["tv", "monitor</w>"]),
+                         ("pottedplant", ["pot", "ted", "plant</w>"])]:
+        assert clip.tokenize(word) == pieces
 
 
-def test_clip_multi_token_word_and_repeated_synonyms(clip):
+def test_multi_token_word_and_repeated_synonyms(clip):
     prompt = "a photo of an aeroplane and a puppy next to a dog and another puppy"
-    ids = clip(prompt).input_ids
-    tokens = clip.convert_ids_to_tokens(ids)
-    assert tokens[5:7] == ["aero", "plane</w>"]  # the multi-token class word
+    tokens = clip.convert_ids_to_tokens(clip(prompt).input_ids)
     pos = class_positions(prompt, clip, VOC)
     assert pos == {"aeroplane": [5, 6], "dog": [9, 13, 16]}
-    assert [tokens[i] for i in pos["dog"]] == ["puppy</w>", "dog</w>", "puppy</w>"]
+    assert [tokens[i] for i in pos["aeroplane"] + pos["dog"]] == ["aerop", "lane</w>", "puppy</w>", "dog</w>", "puppy</w>"]
 
 
 def test_longest_phrase_wins(clip):
-    pos = class_positions("a potted plant and a cat", clip, VOC)
-    assert pos == {"cat": [6], "pottedplant": [2, 3]}
+    assert class_positions("a potted plant and a cat", clip, VOC) == {"cat": [6], "pottedplant": [2, 3]}
+
+
+@pytest.mark.parametrize("prompt, expected", [
+    ("A dog's bowl next to a cat on the floor.", {"cat": "cat</w>", "dog": "dog</w>"}),
+    ("cats' toys and a dog's bowl", {"cat": "cats</w>", "dog": "dog</w>"}),
+    ("a café with a cat", {"cat": "cat</w>"}),
+    ("A MAN walking his DOG!!! ...", {"dog": "dog</w>", "person": "man</w>"}),
+    ("3 sheep, 2 cows & 1 horse", {"cow": "cows</w>", "horse": "horse</w>", "sheep": "sheep</w>"}),
+    ("a double-decker bus", {"bus": "double</w>decker</w>bus</w>"}),  # the synonym "double decker" and "bus"
+    ('a "tv" on a desk', {"diningtable": "desk</w>", "tvmonitor": "tv</w>"}),
+    ("a kitten 🐱 on a couch", {"cat": "kitten</w>", "sofa": "couch</w>"}),
+    ("Airplane over the Motorcycle", {"aeroplane": "airplane</w>", "motorbike": "motorcycle</w>"}),
+])
+def test_every_text_the_tokenizer_accepts_maps(clip, prompt, expected):
+    """Apostrophes, accents, punctuation runs, digits, hyphens, quotes, emoji and upper case: each class word's
+    positions are the tokens of that word, as the tokenizer itself split the text."""
+    tokens = clip.convert_ids_to_tokens(clip(prompt).input_ids)
+    pos = class_positions(prompt, clip, VOC)
+    assert {name: "".join(tokens[i] for i in p) for name, p in pos.items()} == expected
 
 
 def test_word_positions_follow_the_tokenizer(clip):
-    ws = words("an aeroplane, a dog", clip)
-    assert [(w.text, w.start, w.stop) for w in ws] == [("an", 1, 2), ("aeroplane", 2, 4), (",", 4, 5),
-                                                       ("a", 5, 6), ("dog", 6, 7)]
+    ws = words("An aeroplane, a dog's", clip)
+    assert [(w.text, w.start, w.stop) for w in ws] == [("an", 1, 2), ("aeroplane", 2, 4), ("a", 5, 6), ("dog", 6, 7),
+                                                       ("s", 7, 8)]
+
+
+def t5_tokenizer() -> T5TokenizerFast:
+    """A T5-style sentencepiece (Unigram) tokenizer: "▁" marks a word start, "</s>" closes, no start token."""
+    pieces = ["<pad>", "</s>", "<unk>", "▁", "▁a", "▁photo", "▁of", "▁pupp", "y", "ies", "▁cat", "s", "'", "▁and",
+              "▁dog", "▁bowl", "."]
+    tok = Tokenizer(models.Unigram([(p, -float(len(pieces) - i)) for i, p in enumerate(pieces)], unk_id=2))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    return T5TokenizerFast(tokenizer_object=tok, eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
+                           extra_ids=0, model_max_length=32)
+
+
+def test_sentencepiece_tokens_map_by_the_same_offsets():
+    tok = t5_tokenizer()
+    prompt = "A photo of puppies and a cat's bowl."
+    tokens = tok.convert_ids_to_tokens(tok(prompt).input_ids)
+    pos = class_positions(prompt, tok, VOC)
+    assert {n: [tokens[i] for i in p] for n, p in pos.items()} == {"cat": ["▁cat"], "dog": ["▁pupp", "ies"]}
+    assert tokens[-1] == "</s>" and pos["dog"][0] == 3  # no start token: the first word is position 0
+    with pytest.raises(ClassWordLostError, match="does not know the class word 'horse'"):
+        class_positions("a horse and a cat", tok, VOC)
 
 
 def test_toy_tokenizer_synonyms_attributes_and_background_word():
@@ -98,11 +141,10 @@ def test_plurals_the_tokenizer_knows_count_with_both_tokenizers(clip):
     tok = build_tokenizer(["two", "red", "circles", "boxes", "discs", "and", "a"])
     assert class_positions("two red circles and two boxes", tok, TOY) == {"circle": [3], "square": [6]}
     assert class_positions("two discs", tok, TOY) == {"circle": [2]}
-    ids = clip("a photo of two dogs").input_ids  # BPE: "dogs" -> known sub-tokens
-    pos = class_positions("a photo of two dogs", clip, VOC)
-    assert list(pos) == ["dog"] and len(pos["dog"]) > 1 and pos["dog"][-1] == len(ids) - 2
-    assert clip.unk_token_id not in [ids[i] for i in pos["dog"]]
-    assert class_positions("two puppies and a cat", clip, VOC)["dog"]
+    assert class_positions("a photo of two dogs", clip, VOC) == {"dog": [5]}  # "dogs</w>", one BPE token
+    tokens = clip.convert_ids_to_tokens(clip("two puppies and a kittens").input_ids)
+    pos = class_positions("two puppies and a kittens", clip, VOC)
+    assert {n: [tokens[i] for i in p] for n, p in pos.items()} == {"cat": ["kittens</w>"], "dog": ["puppies</w>"]}
 
 
 def test_word_forms():

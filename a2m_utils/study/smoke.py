@@ -19,7 +19,7 @@ from PIL import Image
 
 from ..classes import VOC
 from ..dataset import png_bytes
-from ..sd import SMOKE_WORDS, offline_clip_tokenizer, random_sd
+from ..sd import clip_tokenizer, random_sd
 from ..seg_data import CITYSCAPES_LABEL_IDS
 
 SIZE = 64  # the tiny pipeline's images: 32x32 latents, so that self-attention at the sd preset's 32 exists
@@ -83,7 +83,7 @@ def write_all(out: Path, n: int = 8, seed: int = 0) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     rng = np.random.default_rng(seed)
     with tempfile.TemporaryDirectory() as files:
-        random_sd(offline_clip_tokenizer(files, SMOKE_WORDS, 32), tiny=True, latent=SIZE // 2, seed=seed).save_pretrained(tmp / "tiny-sd")
+        random_sd(clip_tokenizer(files), tiny=True, latent=SIZE // 2, seed=seed).save_pretrained(tmp / "tiny-sd")
     write_voc(tmp / "voc", n, rng)
     write_cityscapes(tmp / "cityscapes", n, rng)
     write_imagenet_s(tmp / "imagenet-s", n, rng)
