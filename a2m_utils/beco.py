@@ -1,7 +1,8 @@
 """BECO (Rong et al. CVPR 2023), trained on attn2mask pseudo-labels with the reliability map R
 of Eq. 6, as its official training code behaves: two co-trained networks, a loss that trusts the
 labels on reliable pixels and the peer network on the others, and boundary-enhanced ClassMix.
-Test: the two networks' logits averaged.
+Test: the two networks' logits averaged. Under ``accelerate launch`` it trains data-parallel: every
+process prepares and mixes the whole batch (mixing pairs images across it), then trains on its share.
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from accelerate import Accelerator
 from torchvision.transforms.v2 import functional as TF
 
 from .classes import IGNORE_INDEX
 from .images import to_tensor
 from .phases import phase
-from .segmentation import Precision, augment, build, device_of, make_optimizer, run_steps, step_rng
+from .segmentation import (Precision, augment, build, device_of, make_optimizer, poly_schedule, predict, run_steps,
+                           share, step_rng, sync_batch_norm)
 
 BOUNDARY_WEIGHT = 0.2
 # step -> (images uint8 NHWC, pseudo-labels NHW uint8, reliability NHW bool)
@@ -122,21 +125,28 @@ def train_beco(net_a: torch.nn.Module, net_b: torch.nn.Module, batches: BecoBatc
                lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 1e-4, threshold: float = 0.95,
                augmentation: bool = True, jitter: float = 0.0, seed: int = 0, ckpt: Path | None = None,
                ckpt_every: int = 100, stop_after: int | None = None, desc: str = "BECO",
-               optimizer: str = "sgd", mixed_precision: bool = True) -> list[dict]:
+               optimizer: str = "sgd", mixed_precision: bool = True, min_lr: float = 0.0,
+               accelerator: Accelerator | None = None) -> list[dict]:
     """Co-train ``net_a`` and ``net_b`` (``build_pair``) with one SGD optimiser and the poly schedule
-    (power 0.9) on ``beco_loss``; mixing as in ``_mixed_batch`` after ``warmup`` steps (BECO: one
-    epoch); crop-and-flip ``augment`` of images, labels and reliability, and ``photometric`` jitter of
-    strength ``jitter`` (0: none) after mixing; ``segmentation.Precision(mixed=mixed_precision)``. With
-    ``ckpt``, resumes from and saves to that file (both networks, optimiser, scheduler, step). Returns
-    the loss terms of every step."""
-    device = device_of(net_a)
+    (``segmentation.poly_schedule``, down to ``min_lr``) on ``beco_loss``; mixing as in ``_mixed_batch``
+    after ``warmup`` steps (BECO: one epoch); crop-and-flip ``augment`` of images, labels and
+    reliability, and ``photometric`` jitter of strength ``jitter`` (0: none) after mixing;
+    ``segmentation.Precision(mixed=mixed_precision)``. With ``ckpt``, resumes from and saves to that file
+    (both networks, optimiser, scheduler, step). With an ``accelerator`` (``segmentation.data_parallel``),
+    ``batches`` serve whole batches, each process trains on its share of the mixed batch, and the
+    networks train under DDP with ``segmentation.sync_batch_norm``. Returns the loss terms of every step."""
+    if accelerator:
+        sync_batch_norm(net_a)
+        sync_batch_norm(net_b)
+    device = accelerator.device if accelerator else device_of(net_a)
     precision = Precision(device, mixed_precision)
     opt = make_optimizer([*net_a.parameters(), *net_b.parameters()], optimizer, lr, weight_decay, momentum)
-    sched = torch.optim.lr_scheduler.PolynomialLR(opt, total_iters=steps, power=0.9)
+    sched = poly_schedule(opt, steps, min_lr)
     parts = {"net_a": net_a, "net_b": net_b, "opt": opt, "sched": sched, **precision.parts()}
     config = {"steps": steps, "warmup": warmup, "lr": lr, "optimizer": optimizer, "momentum": momentum,
               "weight_decay": weight_decay, "threshold": threshold, "augmentation": augmentation, "jitter": jitter,
-              "seed": seed, "mixed_precision": mixed_precision}
+              "seed": seed, "mixed_precision": mixed_precision, "min_lr": min_lr}
+    ddp_a, ddp_b, step_opt = accelerator.prepare(net_a, net_b, opt) if accelerator else (net_a, net_b, opt)
 
     def train_step(step: int) -> dict[str, float]:
         rng = step_rng(seed, step)
@@ -149,28 +159,35 @@ def train_beco(net_a: torch.nn.Module, net_b: torch.nn.Module, batches: BecoBatc
             x, y, m, boundary = _mixed_batch(net_a, net_b, x, y, m, rng, step >= warmup, threshold)
         if jitter:
             x = photometric(x, rng, jitter)
+        part = share(len(x), accelerator)
+        x, y, m, boundary = x[part], y[part], m[part], boundary[part]
         with precision.autocast():
-            terms = beco_loss(net_a(x).float(), net_b(x).float(), y, m, boundary)
-        precision.step(terms["total"], opt)
+            terms = beco_loss(ddp_a(x).float(), ddp_b(x).float(), y, m, boundary)
+        precision.step(terms["total"], step_opt)
         sched.step()
-        return {k: v.item() for k, v in terms.items()}
+        return {k: (accelerator.reduce(v.detach(), "mean") if accelerator else v).item() for k, v in terms.items()}
 
     net_a.train()
     net_b.train()
-    history = run_steps(train_step, steps, parts, config, ckpt, ckpt_every, stop_after, desc, device)
+    main = accelerator is None or accelerator.is_main_process
+    history = run_steps(train_step, steps, parts, config, ckpt, ckpt_every, stop_after, desc, device, main)
     net_a.eval()
     net_b.eval()
     return history
 
 
-@torch.no_grad()
+class Ensemble(torch.nn.Module):
+    """BECO's test: the two networks' logits averaged."""
+
+    def __init__(self, net_a: torch.nn.Module, net_b: torch.nn.Module) -> None:
+        super().__init__()
+        self.net_a, self.net_b = net_a, net_b
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.net_a(x) + self.net_b(x)) / 2
+
+
 def predict_ensemble(net_a: torch.nn.Module, net_b: torch.nn.Module, images: np.ndarray,
                      batch_size: int = 64) -> np.ndarray:
     """Label maps (N, H, W) uint8 from the averaged logits of both networks, for uint8 images (N, H, W, 3)."""
-    net_a.eval()
-    net_b.eval()
-    out = []
-    for i in range(0, len(images), batch_size):
-        x = to_tensor(images[i:i + batch_size]).to(device_of(net_a))
-        out.append(((net_a(x) + net_b(x)) / 2).argmax(1).cpu())
-    return torch.cat(out).byte().numpy()
+    return predict(Ensemble(net_a, net_b), images, batch_size)

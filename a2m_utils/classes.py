@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
 
 import numpy as np
 
@@ -90,6 +92,48 @@ CITYSCAPES = ClassVocab(
     synonyms={"vegetation": ("plant",), "terrain": ("sand",), "person": ("pedestrian",)},
 )
 CITYSCAPES_PROMPT_WORDS = {"terrain": "sand", "vegetation": "plant"}
+
+
+@dataclass(frozen=True)
+class ImageNetSClass:
+    """One ImageNet-S class: its WordNet id (the folder of its images), its class id in the masks of each
+    subset that holds it (919, 300, 50: ImageNetS919, ...), and its name followed by its synonyms."""
+
+    wnid: str
+    ids: dict[int, int]
+    names: tuple[str, ...]
+
+
+IMAGENET_S_SUBSETS = (919, 300, 50)
+
+
+def _imagenet_s_classes(path: Path) -> tuple[ImageNetSClass, ...]:
+    """The classes of the committed list (its header names the sources), in ImageNetS919's class-id order."""
+    rows = [line.split("\t") for line in path.read_text().splitlines() if not line.startswith("#")][1:]
+    return tuple(ImageNetSClass(wnid, {s: int(i) for s, i in zip(IMAGENET_S_SUBSETS, (i919, i300, i50)) if int(i)},
+                                tuple(n.strip() for n in names.split(",")))
+                 for i919, wnid, i300, i50, names in rows)
+
+
+IMAGENET_S_CLASSES = _imagenet_s_classes(Path(__file__).with_name("imagenet_s_classes.tsv"))
+
+
+@cache
+def imagenet_s_ids(subset: int) -> dict[str, int]:
+    """WordNet id -> class id in the masks of ImageNetS``subset`` (50, 300 or 919)."""
+    if subset not in IMAGENET_S_SUBSETS:
+        raise ValueError(f"ImageNet-S comes in subsets {sorted(IMAGENET_S_SUBSETS)}, not {subset}")
+    return {c.wnid: c.ids[subset] for c in IMAGENET_S_CLASSES if subset in c.ids}
+
+
+# ImageNet-S's 919 classes by ImageNetS919 id (the template prompts' classes and synonyms, Sec. 4.1; two share
+# the name "crane", the bird and the machine, with the same synonyms), and the vocabulary its template images
+# are labelled with: the foreground/background task of Table 3, where any class's name or synonym is the
+# foreground (ids above 255 would not fit the generated dataset's label PNGs).
+IMAGENET_S = ClassVocab(names=("background", *(c.names[0] for c in IMAGENET_S_CLASSES)),
+                        synonyms={c.names[0]: c.names[1:] for c in IMAGENET_S_CLASSES})
+IMAGENET_S_FGBG = ClassVocab(names=("background", "foreground"), synonyms={"foreground": tuple(dict.fromkeys(
+    p for c in IMAGENET_S_CLASSES for p in c.names))})
 
 # Evaluation label spaces: what each validation set's ids mean, and the vocabularies that map onto it
 # (a plugin adds its own, e.g. the toy world's).

@@ -44,7 +44,7 @@ from .phases import phase
 from .prompts import Prompt
 from .refine import refine_maps
 from .tokens import NoClassInPromptError, class_positions
-from .trace import generate
+from .trace import generate, text_layout
 
 FOLDERS = {"image": ("JPEGImages", ".jpg"), "label": ("SegmentationClass", ".png"),
            "reliability": ("Reliability", ".png"), "attention": ("Attention", ".npz")}
@@ -193,8 +193,9 @@ class DatasetWriter:
                  settings: Settings, skip_unknown: bool = False, repair: bool = False) -> None:
         self.root, self.pipe, self.vocab, self.settings = Path(root), pipe, vocab, settings
         self.repair, self.model = repair, model_identity(pipe)
+        self.tokenizer = text_layout(pipe).tokenizer  # whose tokens index the captured maps (Eq. 4)
         self.model_name = str(getattr(pipe, "name_or_path", "") or type(pipe).__name__)
-        kept, skipped = usable_prompts(prompts, pipe.tokenizer, vocab, settings.attributes, skip_unknown)
+        kept, skipped = usable_prompts(prompts, self.tokenizer, vocab, settings.attributes, skip_unknown)
         self.prompts, self.skipped = kept, [p for p, _ in skipped]
         self.skip_reasons = Counter(err.reason for _, err in skipped)  # why prompts were skipped -> how many
         if not self.prompts:
@@ -257,7 +258,7 @@ class DatasetWriter:
     def write_sample(self, index: int, prompt: Prompt, image: np.ndarray, attn: np.ndarray,
                      steps_used: list[tuple[int, int]], affinity: np.ndarray | None = None) -> None:
         s, sid = self.settings, sample_id(index)
-        positions = class_positions(prompt.text, self.pipe.tokenizer, self.vocab, expected=prompt.classes,
+        positions = class_positions(prompt.text, self.tokenizer, self.vocab, expected=prompt.classes,
                                     attributes=s.attributes)
         ids = [self.vocab.index(n) for n in positions]
         raw = class_maps(attn, positions).astype(np.float16)

@@ -208,7 +208,9 @@ def check_prompts(a: argparse.Namespace, settings: Settings, tokenizer) -> tuple
     (else all): at least one."""
     vocab = registry.VOCABS[settings.vocab]
     try:
-        prompts = registry.PROMPT_SETS[a.prompts][1](a)
+        prompts = registry.PROMPT_SETS[a.prompts][1](n=a.n, seed=a.seed, seeds_per_prompt=a.seeds_per_prompt,
+                                                     coco_json=a.coco_json, domain=a.domain,
+                                                     domain_token=a.domain_token)
     except (FileNotFoundError, ValueError) as err:
         raise InputError(f"--prompts {a.prompts}: {err}") from err
     if not prompts:

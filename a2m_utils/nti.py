@@ -1,13 +1,17 @@
-"""Null-text inversion (Mokady et al. 2022) on any UNet2DConditionModel pipeline, and attention of a real image.
+"""Null-text inversion (Mokady et al. 2022) on any UNet2DConditionModel pipeline (Stable Diffusion
+1.x/2.x/XL, the toy pipeline), and attention of a real image.
 
 ``invert(pipe, images, prompts)`` inverts a batch of images with DDIM under their
 conditional embeddings alone, optimises one unconditional ("null") embedding per image and
 step so that the guided DDIM path retraces the inversion, then regenerates the images with
-those embeddings while capturing their cross-attention. Nothing is random.
+those embeddings while capturing their cross-attention. Nothing is random. On SDXL the null
+embedding is the unconditional token sequence; its pooled embedding and size ids stay the
+pipeline's own (``conditioning``). Flow-matching pipelines (SD3, Flux) are not DDIM-invertible.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -16,9 +20,10 @@ import torch
 from diffusers import DDIMInverseScheduler, DDIMScheduler
 
 from .capture import Steps, capture_attention
+from .conditioning import Conditioning, condition, guidance_pair, predict_noise
 from .guidance import guide
 from .images import to_uint8
-from .latents import embed, to_images, to_latents
+from .latents import to_images, to_latents
 from .phases import phase
 from .trace import autocast
 
@@ -34,39 +39,54 @@ class Inversion:
     ddim_error: float  # MSE on [0, 1] of the guided reconstruction after plain DDIM inversion
     nti_error: float | None  # the same after null-text optimisation (None when not run)
     latent_T: torch.Tensor  # (1, C, h, w) the inverted noise
-    null_embeddings: list[torch.Tensor]  # one (1, tokens, width) per step; the empty prompt's without NTI
+    null_embeddings: list[torch.Tensor]  # one (1, tokens, width) per step; the pipeline's unconditional without NTI
+
+
+def check_pipeline(pipe) -> None:
+    """Raise unless the pipeline has a U-Net and a noise schedule of betas, what DDIM inverts."""
+    ddpm = "beta_schedule" in pipe.scheduler.config
+    if not isinstance(getattr(pipe, "unet", None), torch.nn.Module) or not ddpm:
+        denoiser = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
+        raise TypeError(f"null-text inversion needs a DDIM-style scheduler and a U-Net; {type(pipe).__name__} has a "
+                        f"{type(denoiser).__name__} and {type(pipe.scheduler).__name__}"
+                        f"{'' if ddpm else ' (flow matching)'}: not supported")
 
 
 def schedulers(pipe, num_steps: int) -> tuple[DDIMScheduler, DDIMInverseScheduler]:
-    """DDIM and its inverse on the pipeline's noise schedule (clip_sample and set_alpha_to_one off)."""
+    """DDIM and its inverse on the pipeline's noise schedule (clip_sample and set_alpha_to_one off); the
+    inverse takes only the keys it knows (not DDPM's variance_type, of which diffusers would warn)."""
+    check_pipeline(pipe)
     kw = {"clip_sample": False, "set_alpha_to_one": False}
     ddim = DDIMScheduler.from_config(pipe.scheduler.config, **kw)
-    inverse = DDIMInverseScheduler.from_config(pipe.scheduler.config, **kw)
+    known = inspect.signature(DDIMInverseScheduler.__init__).parameters
+    inverse = DDIMInverseScheduler.from_config({k: v for k, v in pipe.scheduler.config.items() if k in known}, **kw)
     ddim.set_timesteps(num_steps)
     inverse.set_timesteps(num_steps)
     return ddim, inverse
 
 
-def _eps(pipe, latent: torch.Tensor, t, context: torch.Tensor) -> torch.Tensor:
-    """Noise prediction for a batch of latents, each with its own context."""
-    return pipe.unet(latent.to(pipe.unet.dtype), t, context.to(pipe.unet.dtype)).sample.float()
-
-
-def _guided_step(pipe, sched: DDIMScheduler, latent: torch.Tensor, t, null: torch.Tensor,
+def _guided_step(pipe, sched: DDIMScheduler, latent: torch.Tensor, t, null: Conditioning,
                  eps_cond: torch.Tensor, guidance_scale: float) -> torch.Tensor:
-    """One guided DDIM step with given null embeddings (differentiable in ``null``)."""
-    eps_null = _eps(pipe, latent, t, null)
+    """One guided DDIM step with given null conditioning (differentiable in its embeddings)."""
+    eps_null = predict_noise(pipe, latent, t, null)
     return sched.step(guide(eps_null, eps_cond, guidance_scale), t, latent).prev_sample
+
+
+@torch.no_grad()
+def unoptimised_nulls(pipe, prompts: Sequence[str], num_steps: int) -> list[torch.Tensor]:
+    """The pipeline's own unconditional embeddings (the empty prompt's; SDXL's zeros) at every step:
+    the null embeddings of plain DDIM inversion, without step 2."""
+    return [guidance_pair(pipe, prompts)[1].embeds.float()] * num_steps
 
 
 @torch.no_grad()
 def ddim_invert(pipe, latent: torch.Tensor, prompts: Sequence[str], num_steps: int) -> list[torch.Tensor]:
     """DDIM inversion with the conditional embeddings only: [z_0 = latent, z_1, ..., z_T], each (B, C, h, w)."""
     _, inverse = schedulers(pipe, num_steps)
-    cond = embed(pipe, prompts)
+    cond = condition(pipe, prompts)
     trajectory = [latent.float()]
     for t in inverse.timesteps:
-        eps = _eps(pipe, trajectory[-1], t, cond)
+        eps = predict_noise(pipe, trajectory[-1], t, cond)
         trajectory.append(inverse.step(eps, t, trajectory[-1]).prev_sample)
     return trajectory
 
@@ -87,18 +107,18 @@ def null_text_optimise(
     num_steps = len(trajectory) - 1
     sched, _ = schedulers(pipe, num_steps)
     with torch.no_grad():
-        cond = embed(pipe, prompts).float()
-        null = embed(pipe, [""] * len(prompts)).float()
+        cond, uncond = guidance_pair(pipe, prompts)
+    null = uncond.embeds.float()
     latent, nulls = trajectory[-1], []
     for i, t in enumerate(sched.timesteps):
         target = trajectory[num_steps - i - 1]
         with torch.no_grad():
-            eps_cond = _eps(pipe, latent, t, cond)
+            eps_cond = predict_noise(pipe, latent, t, cond)
         null = null.detach().clone().requires_grad_(True)  # Adam updates in place; keep the stored ones
         opt = torch.optim.Adam([null], lr=lr * (1 - i / 100))
         active = torch.ones(len(prompts), dtype=torch.bool, device=null.device)
         for _ in range(inner_steps):
-            step = _guided_step(pipe, sched, latent, t, null, eps_cond, guidance_scale)
+            step = _guided_step(pipe, sched, latent, t, uncond.with_embeds(null), eps_cond, guidance_scale)
             loss = (step - target).pow(2).flatten(1).mean(1)
             (null.grad,) = torch.autograd.grad(loss.sum(), null)  # no gradients for (or on) the model's weights
             before = null.detach().clone()
@@ -110,7 +130,7 @@ def null_text_optimise(
                 break
         nulls.append(null.detach())
         with torch.no_grad():
-            latent = _guided_step(pipe, sched, latent, t, null, eps_cond, guidance_scale)
+            latent = _guided_step(pipe, sched, latent, t, uncond.with_embeds(null), eps_cond, guidance_scale)
     return nulls
 
 
@@ -126,11 +146,12 @@ def regenerate(
     """Guided DDIM from ``latent_T`` with one null embedding per step, capturing cross-attention:
     the images (B, H, W, 3) uint8, the maps (B, tokens, h, w) and the steps they came from."""
     sched, _ = schedulers(pipe, len(null_embeddings))
-    cond = embed(pipe, prompts).float()
+    cond, uncond = guidance_pair(pipe, prompts)
     latent = latent_T
     with capture_attention(pipe.unet, steps=capture_steps, guidance=True) as store:
         for t, null in zip(sched.timesteps, null_embeddings):
-            eps_null, eps_cond = _eps(pipe, torch.cat([latent, latent]), t, torch.cat([null, cond])).chunk(2)
+            pair = uncond.with_embeds(null).cat(cond)
+            eps_null, eps_cond = predict_noise(pipe, torch.cat([latent, latent]), t, pair).chunk(2)
             latent = sched.step(guide(eps_null, eps_cond, guidance_scale), t, latent).prev_sample
     images = to_uint8(to_images(pipe, latent))
     return images, store.cross_attention().cpu().numpy(), store.steps_used
@@ -156,12 +177,12 @@ def invert(
 ) -> list[Inversion]:
     """Reconstructions and cross-attention of real uint8 images (B, H, W, 3), one prompt each,
     inverted together as one batch (each image as if alone); ``precision`` as ``trace.autocast``."""
+    check_pipeline(pipe)
     if len(images) != len(prompts):
         raise ValueError(f"{len(images)} images but {len(prompts)} prompts")
     with autocast(pipe, precision):
         trajectory = ddim_invert(pipe, to_latents(pipe, images), prompts, num_steps)
-        with torch.no_grad():
-            empty = [embed(pipe, [""] * len(prompts)).float()] * num_steps
+        empty = unoptimised_nulls(pipe, prompts, num_steps)
         recon, attn, used = regenerate(pipe, trajectory[-1], prompts, empty, guidance_scale, capture_steps)
         ddim_error, nti_error, nulls = _mse(recon, images), [None] * len(prompts), empty
         if null_text:

@@ -63,9 +63,10 @@ def coco_captions(path: str | Path, vocab: ClassVocab = VOC, seeds_per_prompt: i
 def template_prompts(vocab: ClassVocab, per_class: int, seeds_per_prompt: int = 1, seed: int = 0,
                      template: str = IMAGENET_S_TEMPLATE) -> list[Prompt]:
     """``per_class`` prompts per class from a one-class template, the class word drawn at random
-    among the class name and its synonyms (ImageNet-S setting)."""
+    among the class name and its synonyms (ImageNet-S setting); the classes take turns, so the first
+    prompts cover them evenly."""
     rng = np.random.default_rng(seed)
-    names = [n for n in vocab.names[1:] for _ in range(per_class)]
+    names = [n for _ in range(per_class) for n in vocab.names[1:]]
     texts = [template.format(class_name=str(rng.choice(vocab.phrases(n)))) for n in names]
     return with_seeds(texts, [(n,) for n in names], seeds_per_prompt, seed * 10**6)
 

@@ -1,4 +1,4 @@
-"""Stable Diffusion 1.x shapes, for building models without a download: the real architecture
+"""Stable Diffusion 1.x and XL shapes, for building models without a download: the real architecture
 with random weights (the compute of the real checkpoint), or the same layout shrunk for tests."""
 
 from __future__ import annotations
@@ -92,20 +92,22 @@ SDXL_UNET_CONFIG = {
 }
 # text_encoder_2/config.json (text_encoder is SD 1.4's CLIP ViT-L), vae/config.json (SD's shape, its own scale) and
 # scheduler/scheduler_config.json (an EulerDiscreteScheduler on SD's noise schedule).
-SDXL_TEXT_2_CONFIG = {"hidden_size": 1280, "intermediate_size": 5120, "num_hidden_layers": 32, "num_attention_heads": 20,
-                      "hidden_act": "gelu", "projection_dim": 1280}
+SDXL_TEXT_2_CONFIG = {"hidden_size": 1280, "intermediate_size": 5120, "num_hidden_layers": 32,
+                      "num_attention_heads": 20, "hidden_act": "gelu", "projection_dim": 1280}
 SDXL_VAE_CONFIG = dict(SD14_VAE_CONFIG, sample_size=1024, scaling_factor=0.13025, force_upcast=True)
 SDXL_SCHEDULER_CONFIG = {"beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear", "steps_offset": 1,
                          "timestep_spacing": "leading"}
 
 # Shrunk as the tiny SD: three levels as SDXL's (attention at half and a quarter of the latent size), two text
-# encoders of width 16 (context 32), 8-wide size embeddings (6 x 8 + 16 pooled).
+# encoders of width 16 (context 32) and two layers (SDXL reads the penultimate one), 8-wide size embeddings
+# (6 x 8 + 16 pooled).
 TINY_SDXL_UNET_CONFIG = dict(
     SDXL_UNET_CONFIG, sample_size=16, layers_per_block=1, block_out_channels=(8, 16, 16),
     transformer_layers_per_block=(1, 1, 2), attention_head_dim=(1, 2, 2), cross_attention_dim=32,
     addition_time_embed_dim=8, projection_class_embeddings_input_dim=6 * 8 + 16, norm_num_groups=4,
 )
-TINY_SDXL_TEXT_2_CONFIG = dict(TINY_TEXT_CONFIG, hidden_act="gelu", projection_dim=16)
+TINY_SDXL_TEXT_CONFIG = dict(TINY_TEXT_CONFIG, num_hidden_layers=2)
+TINY_SDXL_TEXT_2_CONFIG = dict(TINY_SDXL_TEXT_CONFIG, hidden_act="gelu", projection_dim=16)
 TINY_SDXL_VAE_CONFIG = dict(TINY_VAE_CONFIG, scaling_factor=0.13025, force_upcast=True)
 
 
@@ -124,7 +126,7 @@ def random_sdxl(tokenizer, tokenizer_2, tiny: bool = False, latent: int | None =
     unet = sd_unet(dict(unet_config, sample_size=latent or unet_config["sample_size"]), seed)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        text = CLIPTextModel(clip_text_config(tokenizer, TINY_TEXT_CONFIG if tiny else SD14_TEXT_CONFIG))
+        text = CLIPTextModel(clip_text_config(tokenizer, TINY_SDXL_TEXT_CONFIG if tiny else SD14_TEXT_CONFIG))
         text_2 = CLIPTextModelWithProjection(clip_text_config(
             tokenizer_2, TINY_SDXL_TEXT_2_CONFIG if tiny else SDXL_TEXT_2_CONFIG))
         vae = AutoencoderKL(**(TINY_SDXL_VAE_CONFIG if tiny else SDXL_VAE_CONFIG))
@@ -161,17 +163,33 @@ def clip_tokenizer(folder: str | Path, max_length: int = 77, pad_token: str = "<
                          pad_token=pad_token)
 
 
+def sdxl_tokenizers(folder: str | Path, max_length: int = 77) -> tuple[CLIPTokenizer, CLIPTokenizer]:
+    """SDXL's two tokenizers, built offline under ``folder``: CLIP's, and its twin that pads with "!"."""
+    folder = Path(folder)
+    return (clip_tokenizer(folder / "tokenizer", max_length),
+            clip_tokenizer(folder / "tokenizer_2", max_length, pad_token="!"))
+
+
 def main(argv: list[str] | None = None) -> None:
-    """``python -m a2m_utils.sd OUT [--tiny]``: save a Stable Diffusion 1.4-shaped pipeline with random
-    weights (``--tiny``: the test-sized layout, 32x32 images) and SD's CLIP tokenizer built offline, loadable with ``from_pretrained`` like the real checkpoint (profile smoke-sd)."""
+    """``python -m a2m_utils.sd OUT [--tiny] [--xl]``: save a Stable Diffusion 1.4-shaped pipeline (``--xl``:
+    SDXL base 1.0-shaped) with random weights (``--tiny``: the test-sized layout, 32x32 images) and SD's
+    CLIP tokenizer built offline, loadable with ``from_pretrained`` like the real checkpoint."""
     p = argparse.ArgumentParser(description=main.__doc__.split(":")[0])
     p.add_argument("out", type=Path)
     p.add_argument("--tiny", action="store_true")
+    p.add_argument("--xl", action="store_true", help="Stable Diffusion XL base 1.0's layout")
     a = p.parse_args(argv)
+    if a.out.exists():
+        p.error(f"{a.out} exists; choose a new folder (nothing is overwritten)")
+    length = 32 if a.tiny else 77
     with tempfile.TemporaryDirectory() as files:
-        tokenizer = clip_tokenizer(files, 32 if a.tiny else 77)
-        random_sd(tokenizer, tiny=a.tiny).save_pretrained(a.out)
-    print(f"saved a random {'tiny ' if a.tiny else ''}Stable Diffusion 1.4-shaped pipeline to {a.out}")
+        if a.xl:
+            pipe = random_sdxl(*sdxl_tokenizers(files, length), tiny=a.tiny)
+        else:
+            pipe = random_sd(clip_tokenizer(files, length), tiny=a.tiny)
+        pipe.save_pretrained(a.out)
+    shape = "Stable Diffusion XL base 1.0" if a.xl else "Stable Diffusion 1.4"
+    print(f"saved a random {'tiny ' if a.tiny else ''}{shape}-shaped pipeline to {a.out}")
 
 
 if __name__ == "__main__":

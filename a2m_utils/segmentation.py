@@ -3,18 +3,24 @@ checkpoints, predict, evaluate.
 
 Training is reproducible step by step: every random draw of step ``s`` comes from generators
 seeded with (seed, s), so a run resumed from its checkpoint ends exactly as an uninterrupted one.
-"""
+Started by ``accelerate launch`` (or torchrun), training and evaluation run data-parallel (DDP, one
+process per GPU): each process takes its share of every batch, batch norm and the loss see the whole
+batch, so the run computes what one process would, up to float rounding (dropout masks are drawn per
+process)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
+from itertools import groupby
 from pathlib import Path
 
 import numpy as np
 import segmentation_models_pytorch as smp
 import torch
 import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.utils import get_int_from_env
 from PIL import Image
 from safetensors.torch import load_file
 from tqdm.auto import tqdm
@@ -29,6 +35,7 @@ from .phases import phase
 # on CPU (the toy world pretrains its encoder: a2m_utils.toy.encoder).
 PAPER = {"arch": "DeepLabV3Plus", "encoder_name": "resnet50", "encoder_weights": "imagenet"}
 TOY = {"arch": "Unet", "encoder_name": "resnet18", "encoder_depth": 3, "decoder_channels": (64, 32, 16)}
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # of RGB in [0, 1]
 
 
 def build(num_classes: int, arch: str = "DeepLabV3Plus", encoder_name: str = "resnet50",
@@ -37,7 +44,8 @@ def build(num_classes: int, arch: str = "DeepLabV3Plus", encoder_name: str = "re
     """An smp model on ``device``, its new layers drawn from ``seed`` (the global random state is
     kept). ``encoder_weights``: None (from scratch), a ``.safetensors`` file of the encoder's state
     dict, or a name smp knows ("imagenet": downloaded from the Hugging Face hub once,
-    smp-hub/<encoder>.imagenet, or a message says what to place where)."""
+    smp-hub/<encoder>.imagenet, or a message says what to place where), whose encoder then sees its
+    input normalised with ImageNet's mean and standard deviation (``imagenet_input``)."""
     local = encoder_weights is not None and str(encoder_weights).endswith(".safetensors")
     if local and not Path(encoder_weights).is_file():
         raise FileNotFoundError(f"encoder weights {encoder_weights} not found")
@@ -55,7 +63,45 @@ def build(num_classes: int, arch: str = "DeepLabV3Plus", encoder_name: str = "re
     drop_unused_stages(model.encoder)
     if local:
         model.encoder.load_state_dict(load_file(encoder_weights))
+    elif encoder_weights is not None:
+        model.encoder.register_forward_pre_hook(imagenet_input)
     return model.to(device, memory_format=torch.channels_last)  # NHWC: faster convolutions on CPU and GPU
+
+
+def imagenet_input(encoder: torch.nn.Module, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """An encoder's input, the kit's images in [-1, 1] (``images.to_tensor``), normalised with ImageNet's
+    mean and standard deviation, as its pretrained weights expect (a forward pre-hook)."""
+    x = args[0]
+    mean, std = (x.new_tensor(v).view(1, 3, 1, 1) for v in (IMAGENET_MEAN, IMAGENET_STD))
+    return ((x + 1) / 2 - mean) / std, *args[1:]
+
+
+class WithAuxHead(torch.nn.Module):
+    """An smp model with mmsegmentation's auxiliary FCN head on the encoder's stage before the last
+    (ResNet's stage 3): 3x3 convolution to ``channels``, batch norm, ReLU, dropout, 1x1 classifier. In
+    training it returns (main logits, auxiliary logits at the input size), whose cross-entropies
+    ``train_supervised`` adds with ``weight``; in eval mode, the main logits only."""
+
+    def __init__(self, net: torch.nn.Module, num_classes: int, weight: float = 0.4, dropout: float = 0.1,
+                 seed: int = 0, channels: int = 256) -> None:
+        super().__init__()
+        self.net, self.weight = net, weight
+        with torch.random.fork_rng(devices=[]):  # its layers drawn from ``seed``, the global state kept
+            torch.manual_seed(seed)
+            self.aux = torch.nn.Sequential(
+                torch.nn.Conv2d(net.encoder.out_channels[-2], channels, 3, padding=1, bias=False),
+                torch.nn.BatchNorm2d(channels), torch.nn.ReLU(inplace=True), torch.nn.Dropout2d(dropout),
+                torch.nn.Conv2d(channels, num_classes, 1))
+        self.aux.to(device_of(net), memory_format=torch.channels_last)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        if not self.training:
+            return self.net(x)
+        self.net.check_input_shape(x)
+        features = self.net.encoder(x)
+        main = self.net.segmentation_head(self.net.decoder(features))
+        aux = F.interpolate(self.aux(features[-2]), x.shape[-2:], mode="bilinear", align_corners=False)
+        return main, aux
 
 
 def drop_unused_stages(encoder: torch.nn.Module) -> None:
@@ -135,22 +181,92 @@ def device_of(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+def data_parallel(device: str | torch.device | None = None) -> Accelerator | None:
+    """This process's ``Accelerator`` when a launcher started several processes (``accelerate launch
+    --multi_gpu``, torchrun, or MPI); None when it runs alone. A ``device`` of type "cpu" makes them CPU
+    processes (gloo); the first call in a process settles it."""
+    if get_int_from_env(["WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"], 1) < 2:
+        return None
+    return Accelerator(cpu=device is not None and torch.device(device).type == "cpu")
+
+
+def share(batch_size: int, accelerator: Accelerator | None) -> slice:
+    """The places in a batch that this process trains on: batch / processes of them, in rank order."""
+    if accelerator is None:
+        return slice(None)
+    n, rank = accelerator.num_processes, accelerator.process_index
+    if batch_size % n:
+        raise ValueError(f"a batch of {batch_size} does not split over {n} processes; choose a batch size "
+                         f"divisible by {n}")
+    return slice(rank * batch_size // n, (rank + 1) * batch_size // n)
+
+
+class CpuSyncBatchNorm(torch.nn.BatchNorm2d):
+    """Batch norm over the whole batch of all data-parallel CPU processes (gloo), where torch's
+    SyncBatchNorm does not run: the per-channel sums all-reduced (the reduction differentiable) and
+    the batch normalised with them; in eval mode, plain batch norm."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return super().forward(x)
+        c = x.shape[1]
+        sums = torch.distributed.nn.functional.all_reduce(
+            torch.cat([x.sum((0, 2, 3)), (x * x).sum((0, 2, 3)), x.new_tensor([x.numel() / c])]))
+        n = sums[-1]
+        mean = sums[:c] / n
+        var = sums[c:2 * c] / n - mean * mean
+        with torch.no_grad():
+            self.num_batches_tracked.add_(1)
+            self.running_mean.lerp_(mean, self.momentum)
+            self.running_var.lerp_(var * n / (n - 1), self.momentum)
+        shape = (1, c, 1, 1)
+        y = (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
+        return y * self.weight.view(shape) + self.bias.view(shape)
+
+
+def sync_batch_norm(module: torch.nn.Module) -> torch.nn.Module:
+    """``module`` with each BatchNorm2d normalising over the whole batch of all processes, in place
+    (mmsegmentation's SyncBN): torch's SyncBatchNorm on GPUs, ``CpuSyncBatchNorm`` on CPU."""
+    if device_of(module).type != "cpu":
+        return torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    for parent in list(module.modules()):
+        for name, child in parent.named_children():
+            if type(child) is torch.nn.BatchNorm2d:
+                sync = CpuSyncBatchNorm(child.num_features, child.eps, child.momentum)
+                sync.load_state_dict(child.state_dict())
+                setattr(parent, name, sync.train(child.training))
+    return module
+
+
+def poly_schedule(opt: torch.optim.Optimizer, steps: int,
+                  min_lr: float = 0.0) -> torch.optim.lr_scheduler.LRScheduler:
+    """Poly decay (power 0.9) of the learning rate over ``steps``, down to ``min_lr``
+    (mmsegmentation's PolyLR; torch's PolynomialLR when the floor is 0)."""
+    if not min_lr:
+        return torch.optim.lr_scheduler.PolynomialLR(opt, total_iters=steps, power=0.9)
+    lr = opt.param_groups[0]["lr"]
+    return torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: ((lr - min_lr) * (1 - min(s, steps) / steps) ** 0.9 + min_lr) / lr)
+
+
 def run_steps(train_step: Callable[[int], float | dict], steps: int, parts: dict, config: dict,
-              ckpt: Path | None, ckpt_every: int, stop_after: int | None, desc: str, device: torch.device) -> list:
+              ckpt: Path | None, ckpt_every: int, stop_after: int | None, desc: str, device: torch.device,
+              main: bool = True) -> list:
     """Run ``train_step`` from the checkpointed step (or 0) to ``steps``, or pause after step ``stop_after``;
-    checkpoint every ``ckpt_every`` steps and at the end. Each step draws torch's random numbers (dropout)
-    from a generator seeded by (``config["seed"]``, step), forked so the caller's stays untouched.
-    Returns the history of ``train_step`` results."""
+    checkpoint every ``ckpt_every`` steps and at the end (only the ``main`` one of data-parallel
+    processes writes, and shows progress). Each step draws torch's random numbers (dropout) from a
+    generator seeded by (``config["seed"]``, step), forked so the caller's stays untouched. Returns the
+    history of ``train_step`` results."""
     state = checkpoint.load(ckpt, parts, config) or {"step": 0, "history": []}
     start, history = state["step"], state["history"]
     last = min(steps, stop_after or steps)
-    bar = tqdm(range(start, last), desc=desc, initial=start, total=steps)
+    bar = tqdm(range(start, last), desc=desc, initial=start, total=steps, disable=not main)
     for step in bar:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(int(step_rng(config["seed"], step).integers(2**62)))
             history.append(result := train_step(step))
         bar.set_postfix(loss=f"{result['total'] if isinstance(result, dict) else result:.4f}")
-        if ckpt is not None and ((step + 1) % ckpt_every == 0 or step + 1 == last):
+        if main and ckpt is not None and ((step + 1) % ckpt_every == 0 or step + 1 == last):
             checkpoint.save(ckpt, parts, config, step=step + 1, history=history)
     return history
 
@@ -165,39 +281,60 @@ def make_optimizer(params, name: str = "sgd", lr: float = 0.01, weight_decay: fl
     raise ValueError(f"unknown optimizer {name!r}; expected 'sgd' or 'adam'")
 
 
+def pixel_loss(logits: torch.Tensor, labels: torch.Tensor, accelerator: Accelerator | None = None) -> torch.Tensor:
+    """Cross-entropy averaged over the labelled pixels (255 ignored). In data-parallel processes, this
+    process's share of the average over all processes' pixels, scaled so that DDP's averaging of
+    gradients gives the gradient of that average."""
+    if accelerator is None:
+        return F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX)
+    total = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX, reduction="sum")
+    count = accelerator.reduce((labels != IGNORE_INDEX).sum(), "sum")
+    return total * accelerator.num_processes / count.clamp(min=1)
+
+
 @phase("segmenter training")
 def train_supervised(model: torch.nn.Module, batches: Batches, steps: int, lr: float = 0.01,
                      weight_decay: float = 1e-4, momentum: float = 0.9, optimizer: str = "sgd",
                      desc: str = "segmenter", augmentation: bool = False, seed: int = 0,
                      ckpt: Path | None = None, ckpt_every: int = 100, stop_after: int | None = None,
-                     mixed_precision: bool = True) -> list[float]:
-    """Cross-entropy ignoring 255 with the poly schedule (power 0.9); SGD as in the paper, or Adam;
-    optional crop-and-flip ``augment``; ``Precision(mixed=mixed_precision)``. With ``ckpt``, resumes
-    from and saves to that file (every ``ckpt_every`` steps and at the end, or after step
-    ``stop_after``). Returns the losses."""
-    device = device_of(model)
+                     mixed_precision: bool = True, min_lr: float = 0.0,
+                     accelerator: Accelerator | None = None) -> list[float]:
+    """Cross-entropy ignoring 255 (``pixel_loss``; a ``WithAuxHead`` model adds its auxiliary loss with
+    its weight) with the poly schedule (``poly_schedule``, down to ``min_lr``); SGD as in the paper, or
+    Adam; optional crop-and-flip ``augment``; ``Precision(mixed=mixed_precision)``. With ``ckpt``,
+    resumes from and saves to that file (every ``ckpt_every`` steps and at the end, or after step
+    ``stop_after``). With an ``accelerator`` (``data_parallel``), ``batches`` serve this process's share
+    of each batch, and the model trains under DDP with ``sync_batch_norm``. Returns the losses."""
+    if accelerator:
+        sync_batch_norm(model)
+    device = accelerator.device if accelerator else device_of(model)
     precision = Precision(device, mixed_precision)
     opt = make_optimizer(model.parameters(), optimizer, lr, weight_decay, momentum)
-    sched = torch.optim.lr_scheduler.PolynomialLR(opt, total_iters=steps, power=0.9)
+    sched = poly_schedule(opt, steps, min_lr)
     parts = {"model": model, "opt": opt, "sched": sched, **precision.parts()}
     config = {"steps": steps, "lr": lr, "weight_decay": weight_decay, "momentum": momentum, "optimizer": optimizer,
-              "augmentation": augmentation, "seed": seed, "mixed_precision": mixed_precision}
+              "augmentation": augmentation, "seed": seed, "mixed_precision": mixed_precision, "min_lr": min_lr}
+    net, step_opt = accelerator.prepare(model, opt) if accelerator else (model, opt)
 
     def train_step(step: int) -> float:
         rng = step_rng(seed, step)
         images, labels = batches(step)[:2]
         if augmentation:
             images, labels, _ = augment(images, labels, rng)
+        y = torch.from_numpy(labels).long().to(device)
         with precision.autocast():
-            logits = model(to_tensor(images).to(device))
-            loss = F.cross_entropy(logits.float(), torch.from_numpy(labels).long().to(device),
-                                   ignore_index=IGNORE_INDEX)
-        precision.step(loss, opt)
+            out = net(to_tensor(images).to(device))
+            if isinstance(out, tuple):
+                loss = pixel_loss(out[0], y, accelerator) + model.weight * pixel_loss(out[1], y, accelerator)
+            else:
+                loss = pixel_loss(out, y, accelerator)
+        precision.step(loss, step_opt)
         sched.step()
-        return loss.item()
+        return (accelerator.reduce(loss.detach(), "mean") if accelerator else loss).item()
 
     model.train()
-    losses = run_steps(train_step, steps, parts, config, ckpt, ckpt_every, stop_after, desc, device)
+    main = accelerator is None or accelerator.is_main_process
+    losses = run_steps(train_step, steps, parts, config, ckpt, ckpt_every, stop_after, desc, device, main)
     model.eval()
     return losses
 
@@ -209,6 +346,26 @@ def predict(model: torch.nn.Module, images: np.ndarray, batch_size: int = 64) ->
     out = [model(to_tensor(images[i:i + batch_size]).to(device_of(model))).argmax(1).cpu()
            for i in range(0, len(images), batch_size)]
     return torch.cat(out).byte().numpy()
+
+
+@phase("evaluation")
+def evaluate_set(predict: Callable[[np.ndarray], np.ndarray], items: Sequence[tuple[np.ndarray, ...]],
+                 num_classes: int, accelerator: Accelerator | None = None, chunk: int = 64) -> dict:
+    """``metrics.scores`` of a predictor (images -> label maps) over all pixels of ``items`` (image,
+    label, ...), each at its own size: one confusion matrix, 255 ignored. Images of one size in a run
+    of ``chunk`` items are predicted together; with an ``accelerator`` (``data_parallel``), each process
+    takes every n-th run and the matrices are summed."""
+    conf = np.zeros((num_classes, num_classes), np.int64)
+    n = accelerator.num_processes if accelerator else 1
+    rank = accelerator.process_index if accelerator else 0
+    for start in range(chunk * rank, len(items), chunk * n):
+        run = [items[i][:2] for i in range(start, min(start + chunk, len(items)))]
+        for _, same in groupby(sorted(run, key=lambda item: item[0].shape), key=lambda item: item[0].shape):
+            images, labels = (np.stack(x) for x in zip(*same))
+            conf += confusion_matrix(predict(images), labels, num_classes)
+    if accelerator:
+        conf = accelerator.reduce(torch.from_numpy(conf).to(accelerator.device), "sum").cpu().numpy()
+    return scores(conf)
 
 
 @phase("evaluation")

@@ -105,9 +105,15 @@ def word_forms(word: str) -> set[str]:
     return forms
 
 
+@lru_cache(maxsize=None)
+def _phrase_words(phrase: str) -> tuple[str, ...]:
+    """A class phrase as the words of a prompt's text ("jack-o'-lantern" -> jack, o, lantern)."""
+    return tuple(_WORD.findall(phrase.lower()))
+
+
 def _matches(phrase: str, seq: Sequence[str], i: int) -> int:
     """Number of words of ``phrase`` matched at ``seq[i:]`` (a plural allowed on the last), else 0."""
-    parts = phrase.lower().split()
+    parts = _phrase_words(phrase)
     if i + len(parts) > len(seq):
         return 0
     *head, last = parts
@@ -121,7 +127,7 @@ def _mentions(seq: Sequence[str], vocab: ClassVocab,
     """(class, first word, stop word) of each mention in a word sequence; longer phrases win
     ("potted plant" over "plant"); a mention starts at the ``attributes`` right before it."""
     phrases = sorted(((p, name) for name in vocab.names[1:] for p in vocab.phrases(name)),
-                     key=lambda pn: -len(pn[0].split()))
+                     key=lambda pn: -len(_phrase_words(pn[0])))
     i = 0
     while i < len(seq):
         hit = next(((n, name) for p, name in phrases if (n := _matches(p, seq, i))), None)

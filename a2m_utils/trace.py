@@ -4,12 +4,14 @@
         out = pipe("a dog and a cat on a sofa", num_inference_steps=100, generator=g)
     pm = t.pseudo_masks(classes=a2m.VOC)  # Eqs. 4-6 and dense CRF, one per image
 
-``trace`` installs the capturing processor on the U-Net's cross-attention layers (Eqs. 1-3,
-``capture.capture_attention``) and, for the call's duration, wraps two instance methods that
-every Stable-Diffusion-style pipeline calls: ``encode_prompt`` (to learn the prompts and
-whether classifier-free guidance doubles the batch) and ``image_processor.postprocess`` (to
-keep the decoded images for the dense CRF). Everything is restored on exit. One trace covers
-one pipeline call.
+``trace`` installs the capturing processor on the pipeline's denoiser (Eqs. 1-3,
+``capture.capture_attention``: a U-Net's cross-attention, an SD3 or Flux transformer's joint
+attention) and, for the call's duration, wraps two instance methods that every diffusers
+text-to-image pipeline calls: ``encode_prompt`` (to learn the prompts and whether
+classifier-free guidance doubles the batch) and ``image_processor.postprocess`` (to keep the
+decoded images for the dense CRF). Everything is restored on exit. One trace covers one
+pipeline call. The maps' token axis is the denoiser's text sequence; its ``TextLayout`` says
+which tokenizer's tokens label it (Eq. 4), so the rest never asks which architecture made them.
 """
 
 from __future__ import annotations
@@ -23,15 +25,73 @@ import numpy as np
 import torch
 
 from . import masks
-from .capture import AttentionStore, Steps, capture_attention
+from .capture import AttentionStore, Steps, attention_kind, capture_attention, denoiser
 from .classes import ClassVocab
 from .images import to_uint8
 from .phases import phase
-from .tokens import NoClassInPromptError, class_positions
+from .tokens import ClassWordLostError, NoClassInPromptError, class_positions
 
 
 class TraceError(RuntimeError):
     """A trace used in a way it cannot serve (two pipeline calls, or no prompts or images seen)."""
+
+
+@dataclass(frozen=True)
+class TextPart:
+    """One tokenizer's tokens in the denoiser's text sequence: positions ``start`` to ``stop`` (None: the end)."""
+
+    tokenizer: object
+    start: int = 0
+    stop: int | None = None
+
+
+@dataclass(frozen=True)
+class TextLayout:
+    """The denoiser's text sequence, part by part (keyed by the pipeline's tokenizer attribute), and
+    the part whose tokens label the maps (Eq. 4's tau_c)."""
+
+    parts: dict[str, TextPart]
+    labels: str
+
+    @property
+    def tokenizer(self):
+        return self.parts[self.labels].tokenizer
+
+    def tokens(self, attn: np.ndarray) -> np.ndarray:
+        """The maps (B, sequence, h, w) of the labelling part's tokens."""
+        part = self.parts[self.labels]
+        return attn[:, part.start:part.stop]
+
+
+def text_layout(pipe) -> TextLayout:
+    """The text sequence of ``pipe``'s denoiser and the tokens that label it.
+
+    - U-Nets: the tokenizer's sequence (SDXL's two CLIP tokenizers tokenize alike, their features side by side).
+    - Flux: T5's sequence (``tokenizer_2``); CLIP gives only a pooled vector.
+    - SD3: CLIP's 77 tokens (its two CLIPs tokenize alike), then T5's (``tokenizer_3``). T5's label: a
+      bidirectional encoder, so a token carries its own word in context, where CLIP's causal encoder
+      carries all the words before it into every later token; the same tokens as Flux's; and room for
+      longer captions. Without T5 (``text_encoder_3=None``, its part zeros), CLIP's label.
+    """
+    kind = attention_kind(denoiser(pipe)).name
+    if kind == "flux":
+        return TextLayout({"tokenizer_2": TextPart(pipe.tokenizer_2)}, "tokenizer_2")
+    if kind == "sd3":
+        clip = pipe.tokenizer_max_length
+        parts = {"tokenizer": TextPart(pipe.tokenizer, 0, clip), "tokenizer_3": TextPart(pipe.tokenizer_3, clip)}
+        return TextLayout(parts, "tokenizer" if pipe.text_encoder_3 is None else "tokenizer_3")
+    return TextLayout({"tokenizer": TextPart(pipe.tokenizer)}, "tokenizer")
+
+
+def _check_kept(positions: dict[str, list[int]], tokens: int, prompt: str) -> None:
+    """Eq. 4's positions must lie before the end token of the captured sequence: SD3 and Flux pipelines
+    cut T5's text at their ``max_sequence_length``, below the tokenizer's own limit."""
+    cut = [name for name, pos in positions.items() if max(pos) >= tokens - 1]
+    if cut:
+        raise ClassWordLostError(
+            f"prompt {prompt!r}: the class {', '.join(map(repr, cut))} past the pipeline's text length of {tokens} "
+            "tokens is cut off; shorten the prompt, raise max_sequence_length or skip such prompts",
+            prompt, cut, "with a class word past the token limit")
 
 
 @dataclass
@@ -39,14 +99,19 @@ class Trace:
     """What one traced pipeline call produced: attention, prompts and images, per image of the batch."""
 
     store: AttentionStore
-    tokenizer: object
+    layout: TextLayout
     prompts: list[str] | None = None
     images: np.ndarray | None = None  # (B, H, W, 3) uint8
     calls: int = 0
     skipped: list[tuple[int, str]] = field(default_factory=list)  # (image index, reason) of the last pseudo_masks
 
     @property
-    def steps_used(self) -> list[tuple[int, int]]:
+    def tokenizer(self):
+        """The tokenizer whose sequence ``attention()`` indexes (Eq. 4's positions)."""
+        return self.layout.tokenizer
+
+    @property
+    def steps_used(self) -> list[tuple[int, float]]:
         """(step index, scheduler timestep) of every captured step."""
         return self.store.steps_used
 
@@ -55,9 +120,10 @@ class Trace:
         return self.store.resolutions
 
     def attention(self, resolution: tuple[int, int] | None = None) -> np.ndarray:
-        """Token attention (B, tokens, h, w) at the latent size: mean over heads, captured steps and
-        layers (of one ``resolution`` if given), conditional half only (Eq. 3)."""
-        return self.store.cross_attention(resolution).cpu().numpy()
+        """Token attention (B, tokens, h, w) over the sequence of ``self.tokenizer``, at the model's input
+        size: mean over heads, captured steps and layers (of one ``resolution`` if given), conditional half
+        only (Eq. 3). The maps of the denoiser's whole text sequence: ``store.cross_attention()``."""
+        return self.layout.tokens(self.store.cross_attention(resolution).cpu().numpy())
 
     def self_attention(self) -> np.ndarray:
         """Self-attention (B, N, N) at the resolution asked for with ``self_attention_res``."""
@@ -95,6 +161,7 @@ class Trace:
             try:
                 positions = class_positions(text, self.tokenizer, classes, attributes=attributes,
                                             expected=None if expected is None else expected[b])
+                _check_kept(positions, attn.shape[1], text)
             except NoClassInPromptError as err:
                 if on_missing == "raise":
                     raise
@@ -113,15 +180,18 @@ def _wrap_encode_prompt(pipe, t: Trace):
     signature = inspect.signature(original)
 
     def encode_prompt(*args, **kwargs):
-        t.calls += 1
-        if t.calls > 1:
+        if t.store.step_index >= 0:
             raise TraceError("a trace covers one pipeline call; open a new trace for each call")
+        t.calls += 1
         bound = signature.bind_partial(*args, **kwargs).arguments
+        if t.calls > 1:  # the negative prompt encoded apart runs as a forward of its own after the conditional one
+            t.store.reconfigure(forwards_per_step=t.calls)  # (Flux's true CFG)
+            return original(*args, **kwargs)
         prompt, n = bound.get("prompt"), bound.get("num_images_per_prompt") or 1
         if prompt is not None:
             t.prompts = [p for p in ([prompt] if isinstance(prompt, str) else prompt) for _ in range(n)]
         if "do_classifier_free_guidance" in bound and t.store.resolve_guidance is not None:
-            t.store.guidance = bool(bound["do_classifier_free_guidance"])
+            t.store.reconfigure(guidance=bool(bound["do_classifier_free_guidance"]))
             t.store.resolve_guidance = None
         return original(*args, **kwargs)
     return original, encode_prompt
@@ -141,20 +211,18 @@ def _wrap_postprocess(processor, t: Trace):
 @contextmanager
 def trace(pipe, steps: Steps = None, self_attention_res: int | None = None,
           guidance: bool | None = None) -> Iterator[Trace]:
-    """Capture the cross-attention of the denoising steps ``steps`` (step indices, 0 = first; an
+    """Capture the text attention of the denoising steps ``steps`` (step indices, 0 = first; an
     int, a range, a list, or None for all) during one ``pipe(...)`` call inside the block.
 
-    ``guidance``: whether the U-Net batch is [unconditional, conditional]; by default read from
-    the pipeline (its ``encode_prompt`` argument, else ``pipe.do_classifier_free_guidance``).
-    ``self_attention_res``: also keep self-attention at that layer resolution (refinement)."""
-    if not hasattr(pipe, "unet"):
-        raise TypeError(f"{type(pipe).__name__} has no U-Net; trace needs a UNet2DConditionModel pipeline "
-                        "(Stable Diffusion 1.x/2.x, the toy pipeline)")
-    with capture_attention(pipe.unet, steps=steps, guidance=True if guidance is None else guidance,
+    ``guidance``: whether the denoiser's batch is [unconditional, conditional]; by default read from
+    the pipeline (its ``encode_prompt`` argument, else ``pipe.do_classifier_free_guidance``, else
+    the model's kind: Flux's batch has no unconditional half). ``self_attention_res``: also keep
+    a U-Net's self-attention at that layer resolution (refinement)."""
+    with capture_attention(denoiser(pipe), steps=steps, guidance=guidance,
                            self_attention_res=self_attention_res) as store:
-        t = Trace(store, pipe.tokenizer)
+        t = Trace(store, text_layout(pipe))
         if guidance is None:
-            store.resolve_guidance = lambda: bool(getattr(pipe, "do_classifier_free_guidance", True))
+            store.resolve_guidance = lambda: bool(getattr(pipe, "do_classifier_free_guidance", store.guidance))
         patched = []
         if hasattr(pipe, "encode_prompt"):
             patched.append((pipe, "encode_prompt", *_wrap_encode_prompt(pipe, t)))

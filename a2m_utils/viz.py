@@ -62,8 +62,8 @@ def grid(rows: Sequence[Sequence[np.ndarray]], row_titles: Sequence[str] = (),
     return fig
 
 
-def save(fig: plt.Figure, path: str | Path) -> Path:
+def save(fig: plt.Figure, path: str | Path) -> None:
+    """Write ``fig`` as a PNG (returns nothing, so a notebook cell that ends with it echoes no path)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120, bbox_inches="tight")
-    return path

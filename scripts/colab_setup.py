@@ -47,7 +47,7 @@ def _name(req: str) -> str:
 
 
 def _met(req: str, version: str) -> bool:
-    """Whether the installed ``version`` meets ``req`` (its marker and specifier; True when pip's packaging is absent)."""
+    """Whether the installed ``version`` meets ``req``'s specifier (True when pip's packaging is absent)."""
     try:
         from packaging.requirements import Requirement
     except ImportError:
@@ -119,7 +119,8 @@ def setup(kit: str | Path | None = None, repo_url: str | None = None, folder: st
     held = [r for r in todo if _version(_name(r)) is not None and _loaded(_name(r))]  # e.g. Colab's own ipykernel
     todo = [r for r in todo if r not in held]
     for r in held:
-        print(f"kept {_name(r)} {_version(_name(r))}, imported by this kernel (the kit asks {r}; upgrading needs a restart)")
+        print(f"kept {_name(r)} {_version(_name(r))}, imported by this kernel "
+              f"(the kit asks {r}; upgrading needs a restart)")
     with_kit = _version("a2m-utils") is None  # its metadata carries the toy world's entry point
     if todo or with_kit:
         print(f"installing {', '.join(map(_name, todo)) or 'the kit'} (a few minutes; torch stays)", flush=True)
@@ -138,7 +139,7 @@ def setup(kit: str | Path | None = None, repo_url: str | None = None, folder: st
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    print(f"kit {how} at {kit}; {len(todo)} packages installed{' and the kit' if with_kit else ''}; "
+    print(f"kit {how} at {os.path.relpath(kit)}; {len(todo)} packages installed{' and the kit' if with_kit else ''}; "
           f"torch {torch.__version__} kept; device {device}")
     return device
 

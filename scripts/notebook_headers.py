@@ -30,7 +30,8 @@ def header(source: str, paragraph: str) -> str:
 def main(record: Path) -> None:
     run = json.loads(record.read_text())
     for name, r in run["notebooks"].items():
-        time = f"**Run time:** {duration(r['wall_s'])} on {run['cpus']} CPU cores with the `toy` profile ({record.name})"
+        cores = f"{run['cpus']} CPU cores"
+        time = f"**Run time:** {duration(r['wall_s'])} on {cores} with the `toy` profile ({record.name})"
         clean = REPO / "notebooks" / f"{name}.ipynb"
         executed = record.parent / "notebooks" / f"{name}.ipynb"
         for path, extra in [(clean, f"; {GPU.format(up='../')}. Read it with its outputs, without running: "

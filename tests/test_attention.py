@@ -1,3 +1,4 @@
+import dataclasses
 import math
 
 import pytest
@@ -150,6 +151,21 @@ def test_step_window(unet):
     assert [s for s, _ in store.steps_used] == [1, 2]
 
 
+def test_each_steps_first_forward_is_captured(unet):
+    """With ``forwards_per_step`` a step's first forward is captured (a conditional pass run apart from its
+    unconditional one); the configuration is a frozen ``CaptureConfig``, apart from the running sums."""
+    forwards = [inputs(unet, seed=s) for s in range(4)]
+    with torch.no_grad(), capture_attention(unet, guidance=False, forwards_per_step=2) as store:
+        for i, (x, ctx) in enumerate(forwards):
+            unet(x, 10 * i, ctx)
+    assert store.steps_used == [(0, 0), (1, 20)] and store.calls == 2 * len(cross_attention_layers(unet))
+    expected = (manual_cross_attention(unet, forwards[0][0], 0, forwards[0][1])
+                + manual_cross_attention(unet, forwards[2][0], 20, forwards[2][1])) / 2
+    torch.testing.assert_close(store.cross_attention(), expected, atol=1e-5, rtol=1e-4)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        store.config.steps = 3
+
+
 def test_memory_does_not_grow_with_steps(unet):
     peaks = []
     for n in (2, 8):
@@ -175,6 +191,9 @@ def test_self_attention_at_one_resolution(unet):
 
 def test_bad_input(unet):
     with pytest.raises(ValueError, match="non-negative"), capture_attention(unet, steps=-1):
+        pass
+    with pytest.raises(ValueError, match="forwards_per_step must be at least 1"), \
+            capture_attention(unet, forwards_per_step=0):
         pass
     x, ctx = inputs(unet, batch=3)
     with pytest.raises(ValueError, match="even batch"), torch.no_grad(), capture_attention(unet, guidance=True):

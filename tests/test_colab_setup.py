@@ -88,7 +88,7 @@ def test_setup_installs_only_what_is_missing_with_torch_pinned(cs, tmp_path, mon
     assert install[2:] == ("no-such-package-a2m>=1",) and pins == cs.constraints()
     assert kit_install == ("--no-deps", "-e", str(kit)) and sys.path[0] == str(kit)
     out = capsys.readouterr().out
-    assert "installing no-such-package-a2m (" in out and f"kit found at {kit}; 1 packages installed and the kit" in out
+    assert "installing no-such-package-a2m (" in out and "kit found at ..; 1 packages installed and the kit" in out
     assert f"kept pytest {pytest.__version__}, imported by this kernel (the kit asks pytest>=999;" in out
 
 
@@ -109,6 +109,37 @@ def test_badges_and_cell_come_from_the_pyproject_url(badges):
     assert len(badges["notebooks"]()) == 7
     cell = badges["setup_cell"](url)
     assert f'"{url}"' in cell and cell.count("\n") <= 7
+
+
+def test_write_points_every_notebook_and_the_readme_at_another_copy(tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("colab_badges", REPO / "scripts" / "colab_badges.py")
+    spec.loader.exec_module(badges := importlib.util.module_from_spec(spec))
+    shutil.copytree(REPO / "notebooks", tmp_path / "notebooks")
+    shutil.copy(REPO / "README.md", tmp_path / "README.md")
+    monkeypatch.setattr(badges, "REPO", tmp_path)
+    fork = "https://github.com/someone/attn2mask-fork"
+    badges.write(fork)
+    readme = (tmp_path / "README.md").read_text()
+    assert badges.table(fork) in readme and badges.table(badges.repo_url()) not in readme
+    assert readme.replace(badges.table(fork), badges.table(badges.repo_url())) == (REPO / "README.md").read_text()
+    for name in badges.notebooks():
+        before, after = (json.loads((root / "notebooks" / f"{name}.ipynb").read_text()) for root in (REPO, tmp_path))
+        assert "".join(after["cells"][1]["source"]) == badges.setup_cell(fork)
+        assert after["cells"][:1] + after["cells"][2:] == before["cells"][:1] + before["cells"][2:]
+
+
+def test_setup_cell_uses_a_copy_uploaded_into_the_working_folder(tmp_path, monkeypatch, badges):
+    """Colab runs in /content: the repository's download, unzipped there under its own name, is used as it is."""
+    upload = tmp_path / "content" / "attn2mask-kit-main"
+    (upload / "a2m_utils").mkdir(parents=True)
+    for f in ("pyproject.toml", "scripts/colab_setup.py"):
+        (upload / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(REPO / f, upload / f)
+    monkeypatch.chdir(tmp_path / "content")
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    namespace = {}
+    exec(badges["setup_cell"]((tmp_path / "no-such-repository").as_uri()), namespace)  # a clone would fail
+    assert namespace["KIT"] == "attn2mask-kit-main" and namespace["KIT_DEVICE"] in ("cpu", "cuda")
 
 
 def _run(cmd, **kw):
@@ -203,7 +234,7 @@ def test_setup_cell_in_a_fresh_venv_with_torch_and_no_kit(tmp_path, badges, cs):
     kit = content / "attn2mask-kit"
     installing = next((line for line in out.splitlines() if line.startswith("installing ")), "")
     assert set(installing.removeprefix("installing ").split(" (")[0].split(", ")) == set(NOT_ON_COLAB), out
-    assert f"kit found at {kit}; {len(NOT_ON_COLAB)} packages installed and the kit;" in out, out  # the cell cloned it
+    assert f"kit found at {kit.name}; {len(NOT_ON_COLAB)} packages installed and the kit;" in out, out  # cloned
     assert got["a2m_utils"] == str(kit / "a2m_utils" / "__init__.py")
     assert got["plugins"] == ["toy"] and got["toy_registered"] and got["device"] in ("cpu", "cuda")
     assert all(Path(got["dists"][n]) == own for n in NOT_ON_COLAB), got["dists"]  # installed into the fresh venv
@@ -212,5 +243,5 @@ def test_setup_cell_in_a_fresh_venv_with_torch_and_no_kit(tmp_path, badges, cs):
     assert not [*own.glob("torch*"), *own.glob("nvidia*")], "torch installed into the fresh venv"
 
     again, out = _child(py, cell, kit / "notebooks")  # a rerun, or a notebook opened in the checkout
-    assert f"kit found at {kit}; 0 packages installed;" in out, out
+    assert "kit found at ..; 0 packages installed;" in out, out
     assert again == got

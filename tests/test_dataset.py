@@ -231,3 +231,13 @@ def test_presets_and_the_command_line_settings():
     a = parse(["--out", "x", "--steps", "3", "--capture", "1:3", "--scheduler", "DDPMScheduler"])
     assert a.preset == "toy" and a.scheduler == "DDPMScheduler" and a.model is None
     assert settings_from(a) == replace(toy.settings, num_steps=3, capture_steps=(1, 2))
+
+
+@pytest.mark.parametrize("name", ["sd", "sdxl", "sd3", "flux"])
+def test_presets_capture_the_middle_of_their_schedule(name):
+    """The paper's step 50 of 100, scaled to each model card's schedule; schedulers are diffusers classes."""
+    import diffusers
+
+    preset = PRESETS[name]
+    assert preset.settings.capture_steps == (preset.settings.num_steps // 2,) and preset.settings.vocab == "voc"
+    assert issubclass(getattr(diffusers, preset.scheduler), diffusers.SchedulerMixin)

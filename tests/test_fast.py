@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_sd
+from conftest import tiny_sd, tiny_sdxl
 
 import a2m_utils as a2m
 from a2m_utils import make_dataset
@@ -25,8 +25,10 @@ def reference(tmp_path_factory):
     return traced(tiny_sd(tmp_path_factory.mktemp("tok")))
 
 
-def test_layout_and_fused_projections_keep_maps_and_images(tmp_path, reference):
-    pipe = fast(tiny_sd(tmp_path), compile=False)
+@pytest.mark.parametrize("build", [tiny_sd, tiny_sdxl], ids=["sd", "sdxl"])
+def test_layout_and_fused_projections_keep_maps_and_images(build, tmp_path):
+    reference = traced(build(tmp_path / "plain"))
+    pipe = fast(build(tmp_path / "fast"), compile=False)
     assert pipe.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
     assert all(type(p).__name__ == "FusedAttnProcessor2_0" for p in pipe.unet.attn_processors.values())
     maps, images = traced(pipe)

@@ -55,7 +55,7 @@ def test_the_core_imports_neither_the_toy_world_nor_the_study():
 
 def test_the_study_reaches_the_toy_world_only_through_the_registry():
     """A study is a combination of datasets and a pipeline; the toy world is one such combination,
-    registered by its plugin, so the study's modules never import it (DESIGN.md: notebooks -> study -> core)."""
+    registered by its plugin, so the study's modules never import it (docs/architecture.md: notebooks -> study -> core)."""
     study = sorted((PACKAGE / "study").glob("*.py"))
     assert {p.name for p in study} >= {"combination.py", "experiments.py", "runner.py"}
     found = {p.name: [n for n in imported(p.read_text(), "a2m_utils.study") if n.startswith("a2m_utils.toy")]

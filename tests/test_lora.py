@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_sd
+from conftest import tiny_mmdit, tiny_sd, tiny_sdxl
 from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline
 from peft.tuners.lora import LoraLayer
 from safetensors import safe_open
@@ -146,21 +146,27 @@ def test_save_and_load_into_a_fresh_pipeline(kind, tmp_path):
     assert not np.allclose(base.attention(), want.attention(), atol=1e-4)
 
 
-@pytest.mark.parametrize("kind", [*KINDS, "sd"])
+@pytest.mark.parametrize("kind", [*KINDS, "sd", "sdxl"])
 def test_a_trained_lora_loads_with_diffusers_and_draws_the_same_images(kind, tmp_path):
     """add_lora + train_lora + save_lora, then ``load_lora_weights`` into a fresh pipeline: same images and maps.
-    "sd": conftest's tiny Stable Diffusion with its CLIP tokenizer."""
+    "sd", "sdxl": conftest's tiny Stable Diffusion (XL: both text encoders adapted) with CLIP's tokenizer."""
     def build():
-        if kind != "sd":
+        if kind not in ("sd", "sdxl"):
             return tiny_pipe(kind)
         (tmp_path / "tok").mkdir(exist_ok=True)
-        return tiny_sd(tmp_path / "tok")
+        return (tiny_sd if kind == "sd" else tiny_sdxl)(tmp_path / "tok")
 
     pipe = build()
     add_lora(pipe, rank=4, alpha=4, text_encoder=True, seed=1)
     train_lora(pipe, target_images(), INSTANCE_PROMPT, tmp_path / "run", steps=3, batch_size=2, lr=1e-2, seed=2)
-    assert all(p.abs().sum() > 0 for k, p in lora_parameters(pipe).items() if ".lora_B." in k)  # trained
+    untrained = {k for k, p in lora_parameters(pipe).items() if ".lora_B." in k and not p.abs().sum()}
+    last = "text_encoder.encoder.layers.1."  # SDXL reads its first text encoder's penultimate layer: no gradient here
+    assert untrained == {k for k in lora_parameters(pipe) if kind == "sdxl" and k.startswith(last) and ".lora_B." in k}
     save_lora(pipe, tmp_path / "lora")
+    parts = {"unet", "text_encoder", *(["text_encoder_2"] if kind == "sdxl" else [])}
+    assert {k.split(".")[0] for k in lora_parameters(pipe)} == parts
+    with safe_open(str(tmp_path / "lora" / "pytorch_lora_weights.safetensors"), "pt") as f:
+        assert {k.split(".")[0] for k in f.keys()} == parts  # noqa: SIM118 (safe_open is not iterable)
     fresh = build()
     fresh.load_lora_weights(tmp_path / "lora")
     assert model_identity(fresh) != model_identity(build())
@@ -221,6 +227,16 @@ def test_bad_input(tmp_path):
     add_lora(pipe)
     with pytest.raises(ValueError, match="uint8 images"):
         train_lora(pipe, target_images()[:, :16], INSTANCE_PROMPT, tmp_path)
+
+
+@pytest.mark.parametrize("arch", ["sd3", "flux"])
+def test_flow_matching_pipelines_are_refused(arch, tmp_path):
+    pipe = tiny_mmdit(arch, tmp_path)
+    with pytest.raises(TypeError, match=rf"^DreamBooth-LoRA here trains a U-Net with the DDPM epsilon loss; "
+                                        rf"{type(pipe).__name__} has a \w+Transformer2DModel trained by flow matching: "
+                                        r"not supported \(.*load_lora_weights\)$"):
+        add_lora(pipe)
+    assert not any(".lora_" in n for n, _ in pipe.transformer.named_parameters())  # refused before any change
 
 
 def test_cached_adaptation_is_keyed_by_the_base_weights_not_their_path(tmp_path):

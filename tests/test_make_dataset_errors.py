@@ -1,4 +1,4 @@
-"""No silent wrong answers (issue 17): every bad input to ``make_dataset`` gets its exit status and one
+"""No silent wrong answers: every bad input to ``make_dataset`` gets its exit status and one
 line saying what is wrong and what to do, before any model is loaded where it can be; the files
 of an existing dataset never change. The command runs in-process (``main(argv)``), by subprocess
 only for Ctrl-C."""
@@ -82,7 +82,7 @@ def mixed_prompts(monkeypatch):
     last class word lies past its 24 tokens."""
     good = toy_prompts(2)
     bad = [Prompt("two circles", ("circle",), 100), Prompt(LONG, ("circle",), 101)]
-    monkeypatch.setitem(registry.PROMPT_SETS, "test-mixed", ("toy", lambda a: [*good, *bad]))
+    monkeypatch.setitem(registry.PROMPT_SETS, "test-mixed", ("toy", lambda **_: [*good, *bad]))
 
 
 def test_counts(tmp_path, capsys, no_model):

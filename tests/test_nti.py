@@ -1,8 +1,10 @@
 import numpy as np
 import pytest
-from conftest import tiny_sd
+import torch
+from conftest import tiny_mmdit, tiny_sd, tiny_sdxl
 
-from a2m_utils.nti import invert
+import a2m_utils as a2m
+from a2m_utils.nti import invert, regenerate, schedulers, unoptimised_nulls
 from a2m_utils.toy.pipeline import load_toy
 from a2m_utils.toy.world import make_sample
 
@@ -47,6 +49,46 @@ def test_stable_diffusion_end_to_end(sd):
     assert inv.attention.shape == (16, 16, 16) and inv.latent_T.shape == (1, 4, 16, 16)
     assert inv.steps_used == [(0, 501), (1, 1)]
     assert np.isfinite([inv.ddim_error, inv.nti_error]).all() and len(inv.null_embeddings) == 2
+
+
+@pytest.mark.parametrize("build", [tiny_sd, tiny_sdxl], ids=["sd", "sdxl"])
+def test_regeneration_is_the_pipelines_own_guided_ddim(build, tmp_path):
+    """Without optimised nulls the kit's own loop draws what the pipeline's own call draws with DDIM from the same
+    noise, maps included: the same conditioning (SDXL: pooled embedding, size ids, zeros for the empty prompt)."""
+    pipe = build(tmp_path)
+    prompts = ["a photo of a dog", "a cat next to a potted plant"]
+    noise = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(0))
+    images, maps, used = regenerate(pipe, noise, prompts, unoptimised_nulls(pipe, prompts, 3), 3.0, capture_steps=1)
+    pipe.scheduler = schedulers(pipe, 3)[0]
+    with a2m.trace(pipe, steps=1) as t:
+        pipe(prompts, num_inference_steps=3, guidance_scale=3.0, latents=noise, output_type="pt")
+    assert used == t.steps_used
+    np.testing.assert_array_equal(images, t.images)
+    np.testing.assert_allclose(maps, t.attention(), rtol=0, atol=1e-6)
+
+
+def test_sdxl_end_to_end(tmp_path):
+    """SDXL: the null embedding is the unconditional token sequence (zeros before optimisation, as the pipeline's
+    force_zeros_for_empty_prompt), one per step; its pooled embedding and size ids stay the pipeline's."""
+    pipe, image = tiny_sdxl(tmp_path), make_sample(0).image
+    (plain,) = invert(pipe, image[None], ["a photo of a dog"], num_steps=2, guidance_scale=3.0, null_text=False)
+    assert plain.nti_error is None and all(not n.any() for n in plain.null_embeddings)
+    (inv,) = invert(pipe, image[None], ["a photo of a dog"], num_steps=2, guidance_scale=3.0, inner_steps=2)
+    assert inv.image.shape == (32, 32, 3) and inv.attention.shape == (16, 16, 16)
+    assert inv.latent_T.shape == (1, 4, 16, 16)
+    assert inv.steps_used == [(0, 501), (1, 1)] and [n.shape for n in inv.null_embeddings] == [(1, 16, 32)] * 2
+    assert all(n.any() for n in inv.null_embeddings) and np.isfinite([inv.ddim_error, inv.nti_error]).all()
+    assert inv.ddim_error == plain.ddim_error and torch.equal(inv.latent_T, plain.latent_T)
+
+
+@pytest.mark.parametrize("arch", ["sd3", "flux"])
+def test_flow_matching_pipelines_are_refused(arch, tmp_path):
+    pipe = tiny_mmdit(arch, tmp_path)
+    name = type(pipe).__name__
+    with pytest.raises(TypeError, match=rf"^null-text inversion needs a DDIM-style scheduler and a U-Net; {name} has a "
+                                        r"\w+Transformer2DModel and FlowMatchEulerDiscreteScheduler \(flow matching\): "
+                                        "not supported$"):
+        invert(pipe, np.zeros((1, 32, 32, 3), np.uint8), ["a photo of a dog"], num_steps=2)
 
 
 def test_image_of_the_wrong_size(toy):

@@ -18,9 +18,15 @@ import re
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import pytest
 
+from a2m_utils.metrics import confusion_matrix, scores
+from a2m_utils.seg_data import fg_bg
 from a2m_utils.study import paper, readings
+from a2m_utils.tokens import words
+from a2m_utils.toy import world as toyworld
+from a2m_utils.toy.oracle import object_counts
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "results"
@@ -32,6 +38,28 @@ SENTENCE_END = re.compile(r"(?<=[.!?])\*{0,2}\s+(?=[A-Z*$])")
 
 def metrics(notebook: str) -> dict:
     return json.loads(next(RESULTS.glob(f"{notebook}*/metrics.json")).read_text())
+
+
+VAL = toyworld.rendered(range(7 * 10**9, 7 * 10**9 + 200))  # toy validation images and their exact labels
+# word_shares of two generated images of notebook 01 against the oracle's masks (test_word_shares makes them)
+SHARES = [
+    {"prompt": "a red circle and a blue square", "area": {"background": 0.798, "circle": 0.052, "square": 0.15},
+     "words": [{"word": "a", "names": None, "shares": {"background": 0.885, "circle": 0.046, "square": 0.069}},
+               {"word": "red", "names": None, "shares": {"background": 0.748, "circle": 0.154, "square": 0.098}},
+               {"word": "circle", "names": "circle", "shares": {"background": 0.768, "circle": 0.12, "square": 0.112}},
+               {"word": "and", "names": None, "shares": {"background": 0.752, "circle": 0.15, "square": 0.098}},
+               {"word": "a", "names": None, "shares": {"background": 0.854, "circle": 0.046, "square": 0.1}},
+               {"word": "blue", "names": None, "shares": {"background": 0.602, "circle": 0.016, "square": 0.382}},
+               {"word": "square", "names": "square", "shares": {"background": 0.637, "circle": 0.023, "square": 0.34}}]},
+    {"prompt": "a yellow triangle and a purple star", "area": {"background": 0.83, "star": 0.17},
+     "words": [{"word": "a", "names": None, "shares": {"background": 0.9, "star": 0.1}},
+               {"word": "yellow", "names": None, "shares": {"background": 0.81, "star": 0.19}},
+               {"word": "triangle", "names": "triangle", "shares": {"background": 0.85, "star": 0.15}},
+               {"word": "and", "names": None, "shares": {"background": 0.86, "star": 0.14}},
+               {"word": "a", "names": None, "shares": {"background": 0.88, "star": 0.12}},
+               {"word": "purple", "names": None, "shares": {"background": 0.62, "star": 0.38}},
+               {"word": "star", "names": "star", "shares": {"background": 0.58, "star": 0.42}}]},
+]
 
 
 def cases() -> dict[str, tuple]:
@@ -50,37 +78,50 @@ def cases() -> dict[str, tuple]:
     no_oracle = [{**row, "pseudo_mask_mIoU": None} for row in m03["table5"]]  # a validation set without an oracle
     without_real = [row for row in m06["table3"] if row["method"] != "real-supervised"]  # fgbg_train_set = None
     paper_settings = {"paper_step": readings.PAPER.capture_steps[0], "paper_num_steps": readings.PAPER.num_steps}
+    floors = {"floors": readings.floors(VAL[1], toyworld.TOY.names)}
+    fgbg_floors = {"floors": readings.floors(fg_bg(VAL[1]), ("background", "foreground"))}
+    per_image = [0.9412, 0.8120, 0.7033, 0.6518, 0.4417, 0.1250]
+    looks = {"target": {"brightness": 74.2, "texture": 9.8}, "before": {"brightness": 201.5, "texture": 3.1},
+             "after": {"brightness": 118.7, "texture": 21.4}}
+    shown = [("a green triangle and an orange star in sks world", ("triangle", "star")),
+             ("a purple triangle in sks world", ("triangle",))]
+    found = {"before": [{"triangle": 1, "star": 1}, {"triangle": 1}], "after": [{"triangle": 1, "star": 1}, {}]}
     return {
         "world": (readings.world, (m00["world"],), {}),
         "training": (readings.training, (m00["training"],), {}),
         "token_maps": (readings.token_maps, (m01["steps_used"], p01["num_steps"]), paper_settings),
         "token_maps_window": (readings.token_maps, (m02["steps_used"], p02["num_steps"]), paper_settings),
+        "token_maps_measured": (readings.token_maps, (m01["steps_used"], p01["num_steps"], SHARES), paper_settings),
         "by_step_and_resolution": (readings.by_step_and_resolution, (probe_steps, resolutions), {}),
         "probe": (readings.probe, (m01,), {}),
         "probe_without_labels": (readings.probe, ({"steps_used": m01["steps_used"]},), {}),
         "equations": (readings.equations, (p02["beta"], p02["r"], 0.8311,
-                                           {"argmax": 0.1243, "threshold": 0.1016, "otsu": 0.1387, "dcrf": 0.1309}), {}),
+                                           {"argmax": 0.1243, "threshold": 0.1016, "otsu": 0.1387, "dcrf": 0.1309},
+                                           m02["steps_used"], p02["num_steps"], per_image[3], per_image),
+                      paper_settings),
+        "equations_without_oracle": (readings.equations, (p02["beta"], p02["r"], 0.8311, {"dcrf": 0.1309},
+                                                          m02["steps_used"], p02["num_steps"]), paper_settings),
         "rendered_attention": (readings.rendered_attention, (m02, p02["probe_beta"]),
                                {"paper_beta": readings.PAPER.beta}),
         "generated_pseudomasks": (readings.generated_pseudomasks, (m02, p02["beta"]), {}),
         "without_oracle": (readings.generated_pseudomasks, ({"steps_used": m02["steps_used"]}, 0.2), {}),
         "pseudomask_examples": (readings.pseudomask_examples, ([0.9412, 0.8120, 0.7033, 0.4417, 0.1250],), {}),
         "pseudomask_examples_sd": (readings.pseudomask_examples, (), {"n_images": p02["n_images"]}),
-        "table5": (readings.table5, (m03["table5"],), {}),
+        "table5": (readings.table5, (m03["table5"],), floors),
         "table5_without_oracle": (readings.table5, (no_oracle,), {"toy": False}),
         "variants": (readings.variants, (m03["table5"],), {}),
         "variants_without_oracle": (readings.variants, (no_oracle,), {}),
-        "table6": (readings.table6, (m04["table6"],), {}),
+        "table6": (readings.table6, (m04["table6"],), floors),
         "table6_photographs": (readings.table6, (m04["table6"],), {"toy": False}),
         "nti_examples": (readings.nti_examples, (m04["reconstruction_mse"],), {}),
-        "before_after": (readings.before_after, (m05["parameters"].get("instance_prompt", "in sks world"),
-                                                 {"before": 61.3, "after": 18.7}), {}),
-        "before_after_photographs": (readings.before_after, ("a photo in sks cityscape by a dashboard camera",),
+        "before_after": (readings.before_after, (m05["parameters"]["instance_prompt"], looks, shown, found), {}),
+        "before_after_photographs": (readings.before_after, ("a photo in sks cityscape by a dashboard camera", looks),
                                      {"toy": False}),
-        "table4": (readings.table4, (m05["table4"], len(m05["parameters"]["seeds"])), {}),
-        "table1": (readings.table1, (m06["table1"], len(m06["parameters"]["seeds"])), {}),
-        "table2": (readings.table2, (m06["table2"],), {"paper_table": paper.TABLE2}),
-        "table3": (readings.table3, (m06["table3"],), {"paper_table": paper.TABLE3}),
+        "table4": (readings.table4, (m05["table4"], len(m05["parameters"]["seeds"]), floors["floors"]),
+                   {"spreads": paper.TABLE4_SPREADS}),
+        "table1": (readings.table1, (m06["table1"], len(m06["parameters"]["seeds"])), floors),
+        "table2": (readings.table2, (m06["table2"],), {"paper_table": paper.TABLE2, **floors}),
+        "table3": (readings.table3, (m06["table3"],), {"paper_table": paper.TABLE3, **fgbg_floors}),
         "table3_photographs": (readings.table3, (m06["table3"],), {"paper_table": paper.TABLE3, "toy": False}),
         "table3_without_real": (readings.table3, (without_real,), {"paper_table": paper.TABLE3}),
         "training_data": (readings.training_data, (0.8123, m06["parameters"]["beta"], m06["parameters"]["r"], 8,
@@ -214,3 +255,127 @@ def test_every_figure_and_table_is_followed_by_a_reading(path):
     last = cells[-1]
     assert last.cell_type == "markdown" and last.source.startswith("## Exercises"), "end with two or three exercises"
     assert 2 <= len(re.findall(r"^\d+\. ", last.source, flags=re.MULTILINE)) <= 3
+
+
+# The measured readings: each follows its figure's data.
+
+
+def caption_attention(sample, tokenizer, on: dict[str, tuple[str, float]], size: int = 16) -> np.ndarray:
+    """Token attention (tokens, size, size) of a rendered sample's caption: even everywhere, plus, for each word
+    of ``on``, a peak of the given height on the object of the given class."""
+    n = len(tokenizer(sample.caption).input_ids)
+    label = sample.label[:: sample.label.shape[0] // size, :: sample.label.shape[1] // size]
+    attn = np.ones((n, size, size), np.float32)
+    for word in words(sample.caption, tokenizer):
+        if word.text in on:
+            name, height = on[word.text]
+            attn[word.start:word.stop] += height * (label == toyworld.TOY.index(name))
+    return attn
+
+
+def test_word_shares_measure_each_words_attention_on_each_object(clip):
+    sample = toyworld.make_sample(2)  # two objects: "a green square and a blue circle"
+    classes = sample.scene.classes
+    attn = caption_attention(sample, clip, {c: (c, 20) for c in classes})
+    image = readings.word_shares(attn, sample.caption, clip, sample.label, toyworld.TOY)
+    assert image["prompt"] == sample.caption and set(image["area"]) == {"background", *classes}
+    assert sum(image["area"].values()) == pytest.approx(1)
+    for w in image["words"]:
+        assert sum(w["shares"].values()) == pytest.approx(1, abs=1e-5)
+        assert w["names"] == (w["word"] if w["word"] in classes else None)
+        if w["names"]:  # a class word's attention per pixel is highest on its own object
+            density = {k: v / image["area"][k] for k, v in w["shares"].items()}
+            assert max(density, key=density.get) == w["names"]
+
+
+def test_the_token_maps_reading_names_a_function_word_that_lights_an_object(clip):
+    sample = toyworld.make_sample(2)
+    first = sample.scene.classes[0]
+    lit = {c: (c, 20) for c in sample.scene.classes}
+    plain = [readings.word_shares(caption_attention(sample, clip, lit), sample.caption, clip, sample.label,
+                                  toyworld.TOY)]
+    text = readings.token_maps([[7, 426]], 14, plain)
+    assert "every class word holds more of its attention than any other word" in text
+    attn = caption_attention(sample, clip, lit | {"and": (first, 60)})  # 'and' peaks higher on the first object
+    changed = readings.token_maps([[7, 426]], 14, [readings.word_shares(attn, sample.caption, clip, sample.label,
+                                                                        toyworld.TOY)])
+    assert f"on the {first} of {sample.caption!r}, 'and'" in changed
+    missing = [{**plain[0], "area": {k: v for k, v in plain[0]["area"].items() if k != first}}]
+    assert f"finds no object for {first!r}" in readings.token_maps([[7, 426]], 14, missing)
+
+
+def test_the_worked_example_is_the_typical_image_and_says_so():
+    per_image = [0.9412, 0.8120, 0.7033, 0.6518, 0.4417, 0.1250]
+    k = readings.typical(per_image)
+    assert per_image[k] == sorted(per_image)[len(per_image) // 2] and readings.typical([]) == 0
+    args = (0.0, 0.6, 0.8, {"dcrf": 0.25}, [[0, 923], [13, 0]], 14)
+    text = readings.equations(*args, per_image[k], per_image)
+    assert f"scores {per_image[k]:.2f} against the oracle, the median" in text
+    moved = [0.99 if i == k else x for i, x in enumerate(per_image)]  # the typical image moves to the top
+    assert readings.typical(moved) != k
+    assert readings.equations(*args, moved[readings.typical(moved)], moved) != text
+
+
+def test_the_fig6_reading_measures_the_look_and_the_objects():
+    source, target = (toyworld.rendered(range(40), domain=d) for d in toyworld.DOMAINS)
+    noisy = np.clip(source[0] + np.random.default_rng(0).normal(0, 60, source[0].shape), 0, 255).astype(np.uint8)
+    looks = {"target": readings.look(target[0]), "before": readings.look(source[0])}
+    samples = [toyworld.make_sample(s) for s in range(3)]
+    shown = [(s.caption, s.scene.classes) for s in samples]
+    found = {"before": [object_counts(s.label) for s in samples], "after": [object_counts(s.label) for s in samples]}
+    adapted = readings.before_after("in sks world", looks | {"after": readings.look(target[0][::-1])}, shown, found)
+    assert adapted.count("closer to the target") == 2 and "the objects survive" in adapted
+    lost = {**found, "after": [found["after"][0], {}, found["after"][2]]}
+    noise = readings.before_after("in sks world", looks | {"after": readings.look(noisy)}, shown, lost)
+    assert "no closer to the target" in noise and f"{samples[1].caption!r} loses its objects" in noise
+
+
+def test_floors_are_the_scores_of_the_trivial_predictors():
+    labels = VAL[1].copy()
+    labels[:, :2] = 255  # ignored pixels count for nothing
+    constant, prior = readings.floors(labels, toyworld.TOY.names)
+    majority = np.bincount(labels[labels != 255]).argmax()
+    answered = scores(confusion_matrix(np.full_like(labels, majority), labels, toyworld.TOY.num_classes))
+    assert constant == {"floor": f"all {toyworld.TOY.names[majority]}", "pixel_acc": answered["pixel_acc"],
+                        "mIoU": answered["miou"]}
+    shares = np.bincount(labels[labels != 255], minlength=toyworld.TOY.num_classes) / (labels != 255).sum()
+    drawn = np.random.default_rng(0).choice(len(shares), size=labels.shape, p=shares)
+    sampled = scores(confusion_matrix(drawn, labels, toyworld.TOY.num_classes))
+    assert prior["floor"] == "class prior" and prior["mIoU"] == pytest.approx(sampled["miou"], abs=0.01)
+
+
+def test_table4_is_reproduced_only_beyond_three_seed_spreads_over_the_floor_and_the_plain_arm():
+    rows = metrics("05")["table4"]
+    floor = max(f["mIoU"] for f in readings.floors(VAL[1], toyworld.TOY.names))
+    margin = paper.TABLE4_SPREADS * max(r["mIoU_std"] for r in rows)
+    plain, lora = rows
+    clear = [{**plain, "mIoU": floor - margin}, {**lora, "mIoU": floor + 1.5 * margin}]
+    assert paper.table4_verdict(clear, floor).reproduced
+    near_floor = [clear[0], {**lora, "mIoU": floor + 0.5 * margin}]
+    verdict = paper.table4_verdict(near_floor, floor)
+    assert not verdict.reproduced and "from the trivial floor" in verdict.reason and "plain" not in verdict.reason
+    near_plain = [{**plain, "mIoU": floor + margin}, clear[1]]
+    verdict = paper.table4_verdict(near_plain, floor)
+    assert not verdict.reproduced and "from plain attn2mask" in verdict.reason and "floor" not in verdict.reason
+    assert str(verdict).startswith("not reproduced: ")
+    assert "not reproduced" in readings.table4(near_floor, 3, readings.floors(VAL[1], toyworld.TOY.names))
+
+
+def test_departures_from_the_paper_come_from_the_run_and_its_preset():
+    assert paper.departures(paper.PAPER_RUN) == []
+    params = metrics("02")["parameters"]
+    rows = {setting: (theirs, ours) for setting, theirs, ours in paper.departures(params)}
+    assert rows["attention maps"] == ("step 50 of 100", f"mean over all {params['num_steps']} steps")
+    assert rows["sampler"][1] == f"{params['scheduler']}, {params['num_steps']} steps"
+    one_step = {s: ours for s, _, ours in paper.departures(params | {"capture_steps": 7})}
+    assert one_step["attention maps"] == f"step 7 of {params['num_steps']}"
+    assert "segmenter" not in rows and "segmenter" in {s for s, *_ in paper.departures(metrics("05")["parameters"])}
+
+
+def test_the_training_reading_counts_the_steps_behind_the_exported_weights():
+    training = metrics("00")["training"]
+    text = readings.training(training)
+    kept = [s["init_step"] for s in training["stages"][1:]]
+    assert f"{training['exported_step']} training steps behind them" in text
+    assert " + ".join(map(str, [*kept, training["exported_step"] - sum(kept)])) in text
+    assert f"ran {sum(s['steps'] for s in training['stages'])} steps in all" in text

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import tiny_sdxl
 from diffusers import DDIMScheduler, StableDiffusionPipeline
 from test_generate import assert_same_up_to_rounding, first_unet_inputs
 
@@ -216,3 +217,20 @@ def test_schedulers_under_trace(kind, scheduler, request):
     assert np.isfinite(t.attention()).all() and np.isfinite(t.images).all()
     np.testing.assert_allclose(t.attention().sum(1), 1, atol=1e-4)
     assert t.pseudo_masks(classes=vocab, method="argmax")[0].positions
+
+
+def test_sdxl_maps_against_a_manual_recomputation(tmp_path):
+    """SDXL's U-Net (two text encoders side by side, its first level without attention): the same capture."""
+    pipe = tiny_sdxl(tmp_path)
+    qk, hooks = record_qk(pipe.unet, step=1)
+    with a2m.trace(pipe, steps=1) as t:
+        pipe(PROMPTS, num_inference_steps=3, guidance_scale=5.0, generator=generators(0, 1))
+    for h in hooks:
+        h.remove()
+    assert t.prompts == PROMPTS and t.resolutions == [(8, 8), (4, 4)]  # half and a quarter of the latent size
+    assert len(qk) == len(a2m.capture.cross_attention_layers(pipe.unet))
+    every, by_res = manual_maps(pipe.unet, qk, (16, 16), conditional_half=True)
+    torch.testing.assert_close(torch.from_numpy(t.attention()), every, atol=1e-5, rtol=1e-4)
+    for res in t.resolutions:
+        torch.testing.assert_close(torch.from_numpy(t.attention(res)), by_res[res], atol=1e-5, rtol=1e-4)
+    check_masks(t.pseudo_masks(classes=PETS), PETS, POSITIONS, (32, 32))

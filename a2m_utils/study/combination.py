@@ -1,10 +1,11 @@
-"""A study is a combination (DESIGN.md, principle 2): a pipeline, a prompt set, a real training
+"""A study is a combination (docs/architecture.md, section 2): a pipeline, a prompt set, a real training
 set, a validation set and a preset. The toy world is the default combination; a profile names
 another, e.g. Stable Diffusion with PASCAL VOC. Notebooks 01-06 run the same cells on either.
 
 A dataset is named by a spec: a name a plugin registers (``registry.DATASETS``, e.g. ``"toy"``,
-written once as a VOC-layout folder under ``data/``), or ``"<kind>:<path>"`` with kind ``voc``,
-``cityscapes`` or ``imagenet-s`` (``seg_data``'s readers; ``python -m a2m_utils.seg_data check``).
+written once as a VOC-layout folder under ``data/``), or ``"<kind>:<path>"`` with a kind of
+``seg_data.KINDS`` that has a label space: ``voc``, ``cityscapes`` or ``imagenet-s``, each read as
+distributed (``python -m a2m_utils.seg_data check KIND PATH``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import json
 from dataclasses import dataclass, replace
 from functools import cached_property, partial
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -23,41 +23,32 @@ from ..dataset import Settings
 from ..prompts import Prompt, class_prompt
 from ..registry import DATASETS, ORACLES, PRESETS, PROMPT_SETS, VOCABS, load_pipeline, load_plugins
 from ..segmentation import predict
-from ..seg_data import SegFiles, VOCLayout, cityscapes, imagenet_s_fgbg, resize
+from ..seg_data import KINDS as ALL_KINDS
+from ..seg_data import DatasetKind, SegFiles, VOCLayout, resize
 from .experiments import DATA, Arrays, cached_dataset
 
-# kind -> (label space, reader of (path, split, size), the split of each role)
-KINDS = {
-    "voc": ("voc", lambda p, s, size: VOCLayout(p, s, size=size), {"train": "train_aug", "val": "val"}),
-    "cityscapes": ("cityscapes", lambda p, s, size: cityscapes(p, s, size), {"train": "train", "val": "val"}),
-    "imagenet-s": ("fgbg", lambda p, s, size: imagenet_s_fgbg(p, s, size), {"train": "train", "val": "validation"}),
-}
+KINDS = {name: k for name, k in ALL_KINDS.items() if k.space}  # the kinds a study reads: those with a label space
 
 
-def parse_set(spec: str) -> tuple[str, str, str | None]:
-    """(kind, label space, path or None) of a dataset spec."""
+def parse_set(spec: str) -> tuple[DatasetKind, Path | None]:
+    """The kind of a dataset spec, and its path (None for a registered name: its kind's ``folder`` writes it)."""
     if spec in DATASETS:
-        return spec, DATASETS[spec][0], None
+        return DATASETS[spec], None
     kind, sep, path = spec.partition(":")
     if not sep or kind not in KINDS or not path:
         raise ValueError(f"unknown dataset {spec!r}: expected one of {sorted(DATASETS)} or '<kind>:<path>' "
                          f"with kind one of {sorted(KINDS)}")
-    return kind, KINDS[kind][0], path
+    return KINDS[kind], Path(path)
 
 
 def open_set(spec: str, role: str, size: int | None = None, root: Path = DATA) -> SegFiles:
-    """The ``role`` ("train" or "val") split of a dataset spec; VOC's train role is ``train_aug``
-    (SBD's augmented labels) when the folder has it, else ``train``."""
-    kind, _, path = parse_set(spec)
-    if path is None:
-        return VOCLayout(DATASETS[kind][1](root), role, with_reliability=False, size=size)
-    split = KINDS[kind][2][role]
-    if kind == "voc" and role == "train" and not (Path(path) / "ImageSets/Segmentation/train_aug.txt").exists():
-        split = "train"
-    return KINDS[kind][1](path, split, size)
+    """The ``role`` ("train" or "val") of a dataset spec (``DatasetKind.open``: VOC's train role is SBD's
+    ``train_aug`` when the folder has it, else ``train``); a registered name is written under ``root`` first."""
+    kind, path = parse_set(spec)
+    return kind.open(kind.folder(root) if path is None else path, role, size)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Study:
     """One combination; every field is a papermill parameter of the notebooks."""
 
@@ -87,15 +78,19 @@ class Study:
     @property
     def space(self) -> str:
         """The validation set's label space."""
-        return parse_set(self.val_set)[1]
+        return parse_set(self.val_set)[0].space
 
     @property
     def num_classes(self) -> int:
-        return 2 if self.space == "fgbg" else LABEL_SPACES[self.space].num_classes
+        return len(self.class_names)
 
     @property
     def class_names(self) -> tuple[str, ...]:
-        return ("background", "foreground") if self.space == "fgbg" else LABEL_SPACES[self.space].names
+        """The evaluated classes, by label id: Cityscapes' 19 train ids have no background."""
+        if self.space == "fgbg":
+            return "background", "foreground"
+        names = LABEL_SPACES[self.space].names
+        return names[1:] if self.space == "cityscapes" else names
 
     def with_(self, **changes) -> Study:
         return replace(self, **changes)
@@ -113,9 +108,9 @@ class Study:
     def prompt_list(self, n: int, seed: int = 0, target: bool = False) -> list[Prompt]:
         """``n`` prompts of the prompt set (for template sets, ``n`` per class); ``target``: the
         domain-token variant (the toy world's target domain, Cityscapes' "sks")."""
-        args = SimpleNamespace(n=n, seed=seed, seeds_per_prompt=1, coco_json=self.coco_captions,
-                               domain="target" if target else "source", domain_token="sks" if target else None)
-        return PROMPT_SETS[self.prompt_set][1](args)
+        return PROMPT_SETS[self.prompt_set][1](n=n, seed=seed, seeds_per_prompt=1, coco_json=self.coco_captions,
+                                               domain="target" if target else "source",
+                                               domain_token="sks" if target else None)
 
     def generated(self, pipe, prompts: list[Prompt], settings: Settings, name: str, n: int | None = None) -> SegFiles:
         """The first ``n`` samples of the dataset ``pipe`` generates from ``prompts`` (cached under
@@ -143,8 +138,13 @@ class Study:
         return open_set(self.train_set, "train", self.image_size).head(n)
 
     def val(self, n: int | None = None) -> Arrays:
-        """The first ``n`` images of the validation set (all, for None) as arrays."""
-        return open_set(self.val_set, "val", self.image_size).head(n).arrays()
+        """The first ``n`` images of the validation set (all, for None) as arrays (of one size)."""
+        return self.val_files(n).arrays()
+
+    def val_files(self, n: int | None = None) -> SegFiles:
+        """The first ``n`` images of the validation set (all, for None), read on demand at the study's
+        ``image_size`` (None: each at its own size, as ``segmenters.score`` scores them)."""
+        return open_set(self.val_set, "val", self.image_size).head(n)
 
     def captions(self, n: int, role: str = "train") -> list[str]:
         """A caption for each of the first ``n`` images of the training (or validation) set: the folder's
@@ -152,10 +152,11 @@ class Study:
         image's label (the paper's null-text inversion prompts, Sec. 4.5)."""
         spec = self.train_set if role == "train" else self.val_set
         files = open_set(spec, role)
-        kind, _, path = parse_set(spec)
-        table = (DATASETS[kind][1](DATA) if path is None else Path(path)) / "captions.json"
+        kind, path = parse_set(spec)
+        table = kind.find(kind.folder(DATA) if path is None else path) / "captions.json"
         if table.is_file():
             captions = json.loads(table.read_text())
             return [captions[p.stem] for p in files.images[:n]]
         names = self.class_names
-        return [class_prompt([names[c] for c in np.unique(files[i][1]) if 0 < c < len(names)]) for i in range(n)]
+        return [class_prompt([names[c] for c in np.unique(files[i][1])
+                             if c < len(names) and names[c] != "background"]) for i in range(n)]

@@ -32,12 +32,11 @@ def plain(x):
     return x
 
 
-def write_metrics(out_dir: str | Path, metrics: dict, parameters: dict) -> Path:
-    """``metrics.json`` with the parameters that produced it (NaN written as null)."""
+def write_metrics(out_dir: str | Path, metrics: dict, parameters: dict) -> None:
+    """Write ``metrics.json`` with the parameters that produced it (NaN written as null)."""
     path = Path(out_dir) / "metrics.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(plain({"parameters": parameters, **metrics}), indent=1) + "\n")
-    return path
 
 
 def per_class(names, values) -> dict[str, float]:
@@ -46,6 +45,8 @@ def per_class(names, values) -> dict[str, float]:
 
 def md_table(header: list[str], rows: list[list]) -> str:
     """A Markdown table; floats to 4 significant digits, None empty."""
-    cell = lambda v: "" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
+    def cell(v) -> str:
+        return "" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
+
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join(lines + ["| " + " | ".join(cell(c) for c in r) + " |" for r in rows])

@@ -7,12 +7,13 @@ A profile (``profiles/<name>.yaml``) maps notebook names to papermill parameters
 ``_all`` entry applies to every notebook, and its ``out_dir_root`` (default ``results`` for
 ``toy``, ``results/<profile>`` for any other) is where each notebook writes
 ``<out_dir_root>/<notebook>/``. Executed notebooks go to ``<out_dir_root>/notebooks/``
-(committed: a reader sees the outputs without running) and a run record (parameters, versions,
-wall time per notebook and per phase within it, ``a2m_utils.phases``) to
+(committed: a reader sees the outputs without running) and a run record (parameters, versions, the
+CPU and torch's CPU capability, wall time per notebook and per phase within it, ``a2m_utils.phases``) to
 ``<out_dir_root>/run_<profile>.json``, which an ``--only`` rerun updates rather than replaces;
 ``REPORT.md`` there, headed by the profile's ``_title``, is rebuilt at the end. A profile's
 ``_setup`` ({creates: PATH, command: "python -m ..."}) runs once, before its notebooks, when PATH
-does not exist.
+does not exist. Every notebook's parameters are checked (``params``) before the first one starts,
+and the notebooks run without progress bars (``TQDM_DISABLE``; Jupyter keeps them).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shlex
 import subprocess
 import sys
@@ -36,12 +38,14 @@ import papermill as pm
 import yaml
 
 from .. import phases
+from . import params
 from .report import REPO, output_dir
 from .summary import build as build_report
 
 PROFILES = REPO / "profiles"
 NOTEBOOKS = REPO / "notebooks"
 PACKAGES = ("torch", "diffusers", "transformers", "peft", "segmentation-models-pytorch", "a2m-utils")
+HEADLESS = {"TQDM_DISABLE": "1"}  # the notebooks' kernels draw no progress bars (tqdm reads it)
 
 
 def load_profile(profile: str | Path) -> tuple[dict, dict[str, dict]]:
@@ -60,6 +64,25 @@ def load_profile(profile: str | Path) -> tuple[dict, dict[str, dict]]:
     if missing:
         raise FileNotFoundError(f"profile {path.name} names notebooks that do not exist: {missing}")
     return common, {n: p or {} for n, p in sorted(cfg.items())}
+
+
+def check_parameters(notebooks: dict[str, dict], common: dict) -> None:
+    """Raise ValueError, one line per bad parameter (``params``), before any notebook runs."""
+    lines = [f"{name}: {line}" for name, given in notebooks.items()
+             for line in params.problems({**common, **given}, name, {*common, *given})]
+    if lines:
+        raise ValueError("\n".join(lines))
+
+
+def machine() -> dict:
+    """The CPU's model (/proc/cpuinfo's "model name"), torch's CPU capability (the vector kernels it runs,
+    e.g. AVX512: float results differ across them) and the number of cores."""
+    import torch
+
+    cpuinfo = Path("/proc/cpuinfo")
+    names = re.findall(r"^model name\s*:\s*(.+)$", cpuinfo.read_text(), re.M) if cpuinfo.is_file() else []
+    return {"cpu": names[0] if names else platform.processor() or platform.machine(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpus": os.cpu_count()}
 
 
 @contextmanager
@@ -88,32 +111,33 @@ def run_profile(profile: str | Path, only: list[str] | None = None, out_root: st
     root = output_dir(out_root or common["out_dir_root"])
     title, setup = common.pop("title"), common.pop("setup")
     common.pop("out_dir_root")
-    if setup and not (REPO / setup["creates"]).exists():  # e.g. a model the profile needs, made once
-        subprocess.run([sys.executable, *shlex.split(setup["command"])[1:]], cwd=REPO, check=True)
     if only:
         unknown = sorted(set(only) - set(notebooks))
         if unknown:
             raise ValueError(f"{unknown} are not in profile {profile!r}: {sorted(notebooks)}")
         notebooks = {n: p for n, p in notebooks.items() if n in only}
+    check_parameters(notebooks, common)
+    if setup and not (REPO / setup["creates"]).exists():  # e.g. a model the profile needs, made once
+        subprocess.run([sys.executable, *shlex.split(setup["command"])[1:]], cwd=REPO, check=True)
     path = root / f"run_{Path(str(profile)).stem}.json"
     record = {"profile": str(profile), "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
               "python": platform.python_version(), "versions": {p: version(p) for p in PACKAGES},
-              "cpus": os.cpu_count(), "notebooks": {}}
+              **machine(), "notebooks": {}}
     if only and path.is_file():  # a partial rerun updates the last record instead of replacing it
         previous = json.loads(path.read_text())
         record["notebooks"] = {n: r for n, r in previous["notebooks"].items() if n not in notebooks}
         record["reruns"] = [*previous.get("reruns", []), {"started": record["started"], "notebooks": list(notebooks)}]
         record["started"] = previous["started"]
     (root / "notebooks").mkdir(parents=True, exist_ok=True)
-    for name, params in notebooks.items():
+    for name, given in notebooks.items():
         out = root / name
-        params = {**common, **params, "out_dir": str(out.relative_to(REPO) if out.is_relative_to(REPO) else out)}
+        values = {**common, **given, "out_dir": str(out.relative_to(REPO) if out.is_relative_to(REPO) else out)}
         t0 = time.time()
-        with timed_phases() as totals:
+        with timed_phases() as totals, mock.patch.dict(os.environ, HEADLESS):
             pm.execute_notebook(NOTEBOOKS / f"{name}.ipynb", root / "notebooks" / f"{name}.ipynb",
-                                parameters=params, cwd=str(REPO), progress_bar=False, kernel_name="python3")
+                                parameters=values, cwd=str(REPO), progress_bar=False, kernel_name="python3")
         wall = round(time.time() - t0, 1)
-        record["notebooks"][name] = {"parameters": params, "wall_s": wall, "phases": phase_table(totals, wall)}
+        record["notebooks"][name] = {"parameters": values, "wall_s": wall, "phases": phase_table(totals, wall)}
         print(f"{name}: {record['notebooks'][name]['wall_s']} s", flush=True)
     record["notebooks"] = dict(sorted(record["notebooks"].items()))
     record["wall_s"] = round(sum(r["wall_s"] for r in record["notebooks"].values()), 1)
@@ -128,7 +152,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--only", nargs="*", help="notebook names to run (default: all of the profile)")
     p.add_argument("--out-root", help="write results here instead of the profile's out_dir_root")
     a = p.parse_args(argv)
-    record = run_profile(a.profile, a.only, a.out_root)
+    try:
+        record = run_profile(a.profile, a.only, a.out_root)
+    except (FileNotFoundError, ValueError) as err:  # an unknown profile or notebook, a bad parameter: no traceback
+        p.exit(2, f"error: {err}\n")
     print(f"done in {record['wall_s']} s")
 
 

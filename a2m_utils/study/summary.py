@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from . import paper
+from . import bands, paper
 from .report import md_table
 
 SECTIONS = {  # notebook -> (title, measured tables)
@@ -60,9 +60,21 @@ def _section(root: Path, name: str, title: str, tables: tuple[str, ...], run: di
     for t in tables:
         out += [f"**{t}, measured**", "", (folder / f"{t}.md").read_text().strip(), "",
                 f"**{t}, paper**", "", reference[t], ""]
+    for key, what in (("floors", "the validation labels"), ("fgbg_floors", "Table 3's foreground/background labels")):
+        if key in metrics:
+            out += [f"**Trivial floors of {what}** (answering from the labels alone)", "",
+                    md_table(["floor", "pixel acc", "mIoU"], [[f["floor"], f["pixel_acc"], f["mIoU"]]
+                                                              for f in metrics[key]]), ""]
+    if departures := paper.departures(metrics.get("parameters", {})):
+        out += ["**Where this run departs from the paper's setting**", "",
+                md_table(["setting", "paper", "this run"], departures), ""]
     out += [f"- {c}" for c in metrics.get("conclusions", [])] + [""]
     out += [f"![{p.stem}]({name}/{p.name})" for p in sorted(folder.glob("*.png"))] + [""]
     return out
+
+
+def _machine(run: dict) -> str:
+    return f" ({run['cpu']}, torch CPU capability {run['cpu_capability']})" if "cpu" in run else ""
 
 
 def _reruns(run: dict) -> str:
@@ -75,9 +87,11 @@ def build(root: str | Path, profile: str = "toy", title: str = "attn2mask in the
     record = root / f"run_{profile}.json"
     run = json.loads(record.read_text()) if record.exists() else {}
     lines = [f"# {title}: the paper's tables, reproduced", "",
-             (f"Made by `bash scripts/reproduce.sh {profile}` (`python -m a2m_utils.study.runner --profile {profile}`), "
+             (f"Made by `bash scripts/reproduce.sh {profile}` "
+              f"(`python -m a2m_utils.study.runner --profile {profile}`), "
               f"started {run.get('started', '?')}, wall time {run.get('wall_s', float('nan')) / 60:.1f} min "
-              f"(the notebooks' sum) on {run.get('cpus', '?')} CPU cores{_reruns(run)}; notebooks in this run: "
+              f"(the notebooks' sum) on {run.get('cpus', '?')} CPU cores{_machine(run)}{_reruns(run)}; "
+              "notebooks in this run: "
               f"{', '.join(run.get('notebooks', {})) or 'none recorded'} (a notebook not run has no section); "
               f"versions: `{json.dumps(run.get('versions', {}))}`."),
              ("Toy-world numbers are fractions (0-1); the paper's are percentages on PASCAL VOC, ImageNet-S "
@@ -86,6 +100,7 @@ def build(root: str | Path, profile: str = "toy", title: str = "attn2mask in the
     for name, (heading, tables) in SECTIONS.items():
         if (root / name / "metrics.json").exists():
             lines += _section(root, name, heading, tables, run, reference)
+    lines += bands.section(root)
     path = root / "REPORT.md"
     path.write_text("\n".join(lines))
     return path

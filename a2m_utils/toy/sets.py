@@ -5,7 +5,7 @@ read by the same reader as PASCAL VOC (``seg_data.VOCLayout``).
 Seeds are split into disjoint ranges so that no rendered image is both trained on and evaluated:
 the toy model and the oracle train below ``10**9``; "real" training images come from
 ``REAL_SEED0`` on, validation images from ``VAL_SEED0`` on, and the toy preset was chosen on
-``DEV_SEED0`` (``scripts/toy_preset_sweep.py``). A sample's id is its seed.
+``DEV_SEED0`` (``benchmarks/toy_preset.py``). A sample's id is its seed.
 """
 
 from __future__ import annotations

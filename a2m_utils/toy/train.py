@@ -8,10 +8,10 @@ continues exactly as an uninterrupted one. Held-out attention quality
 (``attention_probe``) is logged as training goes; the EMA weights that score best are
 exported as the model folder.
 
-    python -m a2m_utils.toy.train --out models/toy-t2i --run runs/toy-t2i --steps 2400 --threads 2
+    python -m a2m_utils.toy.train --out models/toy-t2i --run data/toy-t2i --steps 2400 --threads 2
 
-The committed model's four stages: ``runs/toy-t2i-stage1``, ``-stage2``, ``-stage3`` and ``runs/toy-t2i``
-(each folder's ``command.txt``).
+The committed model's four stages: ``models/toy-t2i/stages/`` (each folder's ``command.txt`` and
+``log.jsonl``).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from . import world as toyworld
 from .pipeline import load_toy, new_toy
 from .probe import rendered_attention_variants
 
-TOY_RUNS = [Path(__file__).resolve().parents[2] / "runs" / name
+TOY_RUNS = [Path(__file__).resolve().parents[2] / "models" / "toy-t2i" / "stages" / name
             for name in ("toy-t2i-stage1", "toy-t2i-stage2", "toy-t2i-stage3", "toy-t2i")]
 VAL_SEED0 = 10**9  # held-out seeds for model selection; training seeds stay below
 TRAIN_SEED_STRIDE = 10**6
@@ -247,7 +247,7 @@ def stages(runs: list[Path]) -> list[dict]:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, default=Path("models/toy-t2i"), help="exported model folder")
-    p.add_argument("--run", type=Path, default=Path("runs/toy"), help="checkpoint and log folder")
+    p.add_argument("--run", type=Path, default=Path("data/toy-run"), help="checkpoint and log folder")
     p.add_argument("--steps", type=int, default=2400)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=32)
