@@ -235,7 +235,7 @@ class DatasetWriter:
                                                           "to regenerate those samples")
         todo = [b for b in batches if not all(bad[i] == [] for i in b)]
         bar = tqdm(total=sum(map(len, todo)), desc=f"dataset shard {shard}/{num_shards}", unit="img",
-                   disable=not progress)
+                   **({} if progress else {"disable": True}))  # unset: TQDM_DISABLE (headless runs) applies
         self.pipe.set_progress_bar_config(disable=True)  # the writer's bar counts images, not denoising steps
         try:
             for indices in todo:

@@ -260,7 +260,8 @@ def run_steps(train_step: Callable[[int], float | dict], steps: int, parts: dict
     state = checkpoint.load(ckpt, parts, config) or {"step": 0, "history": []}
     start, history = state["step"], state["history"]
     last = min(steps, stop_after or steps)
-    bar = tqdm(range(start, last), desc=desc, initial=start, total=steps, disable=not main)
+    quiet = {} if main else {"disable": True}  # unset on the main one, so that TQDM_DISABLE (headless runs) applies
+    bar = tqdm(range(start, last), desc=desc, initial=start, total=steps, **quiet)
     for step in bar:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(int(step_rng(config["seed"], step).integers(2**62)))

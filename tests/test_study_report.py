@@ -44,8 +44,8 @@ def test_band_rows_compare_two_kernel_paths_and_flag_a_verdict_that_flips(tmp_pa
 
 
 def test_table4_band_verdict_reads_the_floor(tmp_path):
-    rows = [{"method": "attn2mask", "mIoU": 0.03, "mIoU_std": 0.006, "pixel_acc": 0.1},
-            {"method": "attn2mask-LoRA", "mIoU": 0.30, "mIoU_std": 0.01, "pixel_acc": 0.7}]
+    rows = [{"method": "attn2mask", "mIoU": 0.03, "mIoU_std": 0.006, "pixel_acc": 0.1, "pixel_acc_std": 0.01},
+            {"method": "attn2mask-LoRA", "mIoU": 0.30, "mIoU_std": 0.01, "pixel_acc": 0.7, "pixel_acc_std": 0.02}]
     here, there = tmp_path / "a", tmp_path / "b"
     _write(here, "05_lora_adaptation", {"table4": rows, "floors": [{"floor": "all road", "mIoU": 0.14, "pixel_acc": 0.5}]})
     _write(there, "05_lora_adaptation", {"table4": [rows[0], rows[1] | {"mIoU": 0.15}]})

@@ -12,9 +12,15 @@ from . import paper
 from .report import md_table
 
 Rows = list[Mapping]
-PATHS = {
-    "no-amx": "oneDNN without AMX (`ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16`), as on an AVX-512-BF16 CPU that lacks it",
-    "onednn-off": "torch's own CPU kernels, oneDNN off (`torch.backends.mkldnn.enabled = False`)",
+PATHS = {  # name -> (the kernel path, the command that made its results)
+    "no-amx": ("oneDNN without AMX (`ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16`), as on an AVX-512-BF16 CPU that lacks it",
+               "bash benchmarks/kernel_band.sh no-amx CLONE_DIR"),
+    "onednn-off": ("torch's own CPU kernels, oneDNN off (`torch.backends.mkldnn.enabled = False`), about 20x slower",
+                   "bash benchmarks/kernel_band.sh onednn-off CLONE_DIR --only 00_toy_world 01_attention_extraction "
+                   "02_mask_building 03_postprocessing_ablation"),
+    "another-cpu": ("another 2-core machine, whose CPU model its record does not name (the default run of commit "
+                    "9cec2f3, whose toy numerics this run's machine reproduces exactly)",
+                    "bash scripts/reproduce.sh"),
 }
 
 
@@ -50,7 +56,7 @@ def _table3(rows: Rows) -> str:
 
 def _table4(rows: Rows, metrics: Mapping) -> str:
     floors = metrics.get("floors")
-    return str(paper.table4_verdict(rows, max(f["mIoU"] for f in floors))).split(":")[0] if floors else "no floor"
+    return str(paper.table4_verdict(rows, floors)).split(":")[0] if floors else "no floor"
 
 
 def _table5(rows: Rows) -> str:
@@ -106,10 +112,10 @@ def section(root: Path) -> list[str]:
     for other in sorted(p for p in (root / "bands").glob("*") if p.is_dir()):
         numbers, verdicts = band_rows(root, other)
         run = other / "run_toy.json"
-        made = json.loads(run.read_text()).get("started", "?") if run.is_file() else "?"
+        made = f", started {json.loads(run.read_text())['started']}" if run.is_file() else ""
+        how, command = PATHS.get(other.name, (other.name, "?"))
         out += [f"## Reproduction band: {other.name}", "",
-                f"The same study on another CPU float-kernel path, {PATHS.get(other.name, other.name)}: "
-                f"`bash benchmarks/kernel_band.sh {other.name} CLONE_DIR` (started {made}); the tables it ran.", "",
+                f"The same study on another CPU float-kernel path, {how}: `{command}`{made}; the tables it ran.", "",
                 md_table(["table", "row", "this run", "seed spread", other.name, "difference"], numbers), "",
                 md_table(["table", "verdict here", f"verdict, {other.name}", "holds"], verdicts), ""]
     return out

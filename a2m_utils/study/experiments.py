@@ -193,13 +193,13 @@ def adapted_pipeline(study, images: np.ndarray, instance_prompt: str, steps: int
     return pipe
 
 
-def table4_conclusions(rows: Sequence[dict], n_seeds: int, floor: float) -> list[str]:
-    """The adaptation gain against the trivial ``floor`` and the spread over ``n_seeds`` seeds (Table 4,
+def table4_conclusions(rows: Sequence[dict], n_seeds: int, floors: Sequence[dict]) -> list[str]:
+    """The adaptation gain against the trivial ``floors`` and the spread over ``n_seeds`` seeds (Table 4,
     ``paper.table4_verdict``)."""
     base, lora = rows[0], rows[1]
     return [(f"Paper: LoRA adaptation raises Cityscapes mIoU 13.2 -> 17.1 and accuracy 63.7 -> 69.7. Here mIoU "
              f"{base['mIoU']:.3f} -> {lora['mIoU']:.3f}, accuracy {base['pixel_acc']:.3f} -> "
-             f"{lora['pixel_acc']:.3f} ({n_seeds} seeds): {paper.table4_verdict(rows, floor)}.")]
+             f"{lora['pixel_acc']:.3f} ({n_seeds} seeds): {paper.table4_verdict(rows, floors)}.")]
 
 
 def table1_conclusions(rows: Sequence[dict], n_seeds: int) -> list[str]:
