@@ -2,7 +2,8 @@
 # The toy study's reproduction band across CPU float-kernel paths: the study again on another path, in a
 # clone of this commit with its own data/ and results/, sharing this checkout's .venv; its metrics.json files
 # go to results/bands/PATH/, which REPORT.md's band section compares with results/.
-#   no-amx      oneDNN without AMX (ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16), as on an AVX-512-BF16 CPU without it
+#   no-amx      oneDNN without AMX (ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16), as on an AVX-512-BF16 CPU without it;
+#               on an AMX machine about 14x slower (notebook 02: 324 s against 23 s)
 #   onednn-off  torch's own kernels (kernel_band/sitecustomize.py); about 20x slower
 #   bash benchmarks/kernel_band.sh no-amx|onednn-off CLONE_DIR [--only NOTEBOOK ...]
 set -euo pipefail

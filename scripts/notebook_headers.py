@@ -15,7 +15,7 @@ from pathlib import Path
 import nbformat
 
 REPO = Path(__file__).resolve().parents[1]
-GPU = "on a GPU: see the README ([Stable Diffusion profiles]({up}README.md#stable-diffusion-and-real-datasets))"
+GPU = "on a GPU: see [the Stable Diffusion profiles]({up}docs/stable_diffusion.md#profiles-and-costs)"
 
 
 def duration(seconds: float) -> str:

@@ -13,13 +13,16 @@ from .report import md_table
 
 Rows = list[Mapping]
 PATHS = {  # name -> (the kernel path, the command that made its results)
-    "no-amx": ("oneDNN without AMX (`ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16`), as on an AVX-512-BF16 CPU that lacks it",
-               "bash benchmarks/kernel_band.sh no-amx CLONE_DIR"),
+    "no-amx": ("oneDNN without AMX (`ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16`), as on an AVX-512-BF16 CPU that lacks it; "
+               "slow here (notebook 02: 324 s against 23 s)",
+               "bash benchmarks/kernel_band.sh no-amx CLONE_DIR --only 00_toy_world 01_attention_extraction "
+               "02_mask_building"),
     "onednn-off": ("torch's own CPU kernels, oneDNN off (`torch.backends.mkldnn.enabled = False`), about 20x slower",
                    "bash benchmarks/kernel_band.sh onednn-off CLONE_DIR --only 00_toy_world 01_attention_extraction "
                    "02_mask_building 03_postprocessing_ablation"),
-    "another-cpu": ("another 2-core machine, whose CPU model its record does not name (the default run of commit "
-                    "9cec2f3, whose toy numerics this run's machine reproduces exactly)",
+    "another-cpu": ("another 2-core machine, an AMD EPYC with AVX512-BF16 and no AMX (docs/experiments.md; its record "
+                    "predates the CPU field): the default run of commit 9cec2f3; a machine of this run's kind gave this run's "
+                    "numbers at that commit",
                     "bash scripts/reproduce.sh"),
 }
 

@@ -86,7 +86,7 @@ def build(root: str | Path, profile: str = "toy", title: str = "attn2mask in the
     root = Path(root)
     record = root / f"run_{profile}.json"
     run = json.loads(record.read_text()) if record.exists() else {}
-    lines = [f"# {title}: the paper's tables, reproduced", "",
+    lines = [f"# {title}: the paper's tables beside the measured ones", "",
              (f"Made by `bash scripts/reproduce.sh {profile}` "
               f"(`python -m a2m_utils.study.runner --profile {profile}`), "
               f"started {run.get('started', '?')}, wall time {run.get('wall_s', float('nan')) / 60:.1f} min "
