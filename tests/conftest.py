@@ -22,9 +22,9 @@ def rng():
     return np.random.default_rng(0)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def clip(tmp_path_factory):
-    """Stable Diffusion's CLIP tokenizer, built offline from open-clip-torch's BPE file."""
+    """Stable Diffusion's CLIP tokenizer, built offline from open-clip-torch's BPE file, once for all the tests."""
     return clip_tokenizer(tmp_path_factory.mktemp("clip"))
 
 

@@ -59,7 +59,9 @@ def _table3(rows: Rows) -> str:
 
 def _table4(rows: Rows, metrics: Mapping) -> str:
     floors = metrics.get("floors")
-    return str(paper.table4_verdict(rows, floors)).split(":")[0] if floors else "no floor"
+    if not floors:
+        return "no floor"
+    return "reproduced" if paper.table4_verdict(rows, floors).reproduced else "not reproduced"
 
 
 def _table5(rows: Rows) -> str:
